@@ -1,0 +1,7 @@
+"""One adapter module per framework, all with the same interface (installed as polylenet.backends).
+
+Each module defines, in this order: NAME, version, build, set_weights, get_weights, forward,
+layer_shapes, loss_and_grads, trainer. Only these modules import a framework, and
+polylenet imports one only when its backend is asked for. A third-party backend registers a
+module with the same interface under the ``polylenet.backends`` entry-point group.
+"""

@@ -1,0 +1,46 @@
+"""NumPy: the reference interpreter (polylenet.reference) behind the common adapter interface."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from polylenet.reference import NumpyLeNet
+from polylenet.shapes import param_shapes
+
+NAME = "numpy"
+
+
+def version() -> str:
+    return np.__version__
+
+
+def build(spec):
+    return NumpyLeNet(spec, {k: np.zeros(s, np.float32) for k, s in param_shapes(spec).items()})
+
+
+def set_weights(model, weights):
+    model.params = {k: v.copy() for k, v in weights.items()}
+
+
+def get_weights(model):
+    return {k: v.copy() for k, v in model.params.items()}
+
+
+def forward(model, x):
+    return model(x)
+
+
+def layer_shapes(model):
+    _, trace = model.forward_layers(np.zeros((1, *model.spec.input_shape), np.float32))
+    return [(name, out.shape) for name, _, out, _ in trace]
+
+
+def loss_and_grads(model, x, y):
+    return model.loss_and_grads(x, y)
+
+
+def trainer(model, lr):
+    def step(x, y):
+        return model.sgd_step(x, y, lr)
+
+    return step

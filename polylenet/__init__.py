@@ -1,0 +1,29 @@
+"""polylenet: one framework-neutral LeNet spec, compiled into PyTorch, TensorFlow/Keras, MXNet
+Gluon, PaddlePaddle and MindSpore models, checked against a NumPy reference.
+
+>>> import polylenet
+>>> spec = polylenet.load_spec("lenet5")
+>>> polylenet.spec_layer_shapes(spec)[-1]
+('dense3', (1, 10))
+"""
+
+from polylenet.errors import (BackendError, BackendUnavailable, PolylenetError, SpecError,
+                              WeightsError)
+from polylenet.models import (backend_of, build, forward, get_weights, layer_shapes,
+                              loss_and_grads, set_weights, spec_of, trainer)
+from polylenet.registry import available_backends, known_backends
+from polylenet.shapes import format_shape_table, param_shapes, spec_layer_shapes
+from polylenet.spec import (VARIANTS, Spec, activation, conv2d, dense, flatten, load_spec, pool2d,
+                            save_spec)
+from polylenet.weights import init_weights, load_weights, save_weights
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendError", "BackendUnavailable", "PolylenetError", "SpecError", "WeightsError",
+    "backend_of", "build", "forward", "get_weights", "layer_shapes", "loss_and_grads",
+    "set_weights", "spec_of", "trainer", "available_backends", "known_backends",
+    "format_shape_table", "param_shapes", "spec_layer_shapes", "VARIANTS", "Spec", "activation",
+    "conv2d", "dense", "flatten", "load_spec", "pool2d", "save_spec", "init_weights",
+    "load_weights", "save_weights",
+]

@@ -1,0 +1,21 @@
+"""The errors polylenet raises: each names the problem and the fix."""
+
+
+class PolylenetError(Exception):
+    """Base class of every error polylenet raises on bad input or a missing dependency."""
+
+
+class SpecError(PolylenetError, ValueError):
+    """A spec (named variant or file) is invalid; the message names the layer at fault."""
+
+
+class BackendError(PolylenetError, LookupError):
+    """An unknown backend name, or a model that no backend built."""
+
+
+class BackendUnavailable(BackendError, ImportError):
+    """The backend's framework is not installed; the message gives the command that installs it."""
+
+
+class WeightsError(PolylenetError, ValueError):
+    """Neutral weights that do not fit the spec (a missing key, a wrong shape)."""

@@ -1,0 +1,102 @@
+"""Build a spec on any backend and move neutral weights and arrays in and out of the model."""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any, Callable, Mapping, Optional, Union
+
+import numpy as np
+
+from polylenet.errors import BackendError
+from polylenet.registry import get_backend, resolve_name
+from polylenet.shapes import Shape
+from polylenet.spec import Spec, load_spec
+from polylenet.weights import Weights, check_weights, init_weights
+
+
+def build(spec: Union[Spec, str] = "lenet5", backend: Optional[str] = None,
+          weights: Optional[Mapping[str, np.ndarray]] = None, seed: int = 0) -> Any:
+    """Compile ``spec`` into the framework's own model, loaded with neutral weights.
+
+    ``weights`` defaults to ``init_weights(spec, seed)``, so every backend starts from the same
+    numbers. The result is idiomatic (a ``torch.nn.Module``, a ``keras.Model``, ...): train it
+    with the framework's own tools, or hand it back to the functions below.
+
+    >>> import numpy as np, polylenet
+    >>> model = polylenet.build("lenet5", backend="numpy", seed=0)
+    >>> polylenet.forward(model, np.zeros((2, 1, 28, 28), np.float32)).shape
+    (2, 10)
+    """
+    spec = load_spec(spec)
+    name = resolve_name(backend)
+    adapter = get_backend(name)
+    model = adapter.build(spec)
+    model.polylenet_spec = spec
+    model.polylenet_backend = name
+    initial = init_weights(spec, seed) if weights is None else check_weights(spec, weights)
+    adapter.set_weights(model, initial)
+    return model
+
+
+def _adapter(model: Any) -> tuple[ModuleType, Spec]:
+    try:
+        return get_backend(model.polylenet_backend), model.polylenet_spec
+    except AttributeError:
+        raise BackendError(f"{type(model).__name__} was not built by polylenet.build(); "
+                           "build the model with polylenet.build(spec, backend=...)") from None
+
+
+def backend_of(model: Any) -> str:
+    """The backend name a model was built with."""
+    _adapter(model)
+    return model.polylenet_backend
+
+
+def spec_of(model: Any) -> Spec:
+    """The spec a model was built from."""
+    return _adapter(model)[1]
+
+
+def get_weights(model: Any) -> Weights:
+    """The model's parameters as neutral float32 arrays (conv OIHW, dense (out, in))."""
+    adapter, _ = _adapter(model)
+    return adapter.get_weights(model)
+
+
+def set_weights(model: Any, weights: Mapping[str, np.ndarray]) -> None:
+    """Load neutral weights into the model, checking every key and shape against its spec."""
+    adapter, spec = _adapter(model)
+    adapter.set_weights(model, check_weights(spec, weights))
+
+
+def _batch(spec: Spec, x: np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 4 or x.shape[1:] != tuple(spec.input_shape):
+        raise ValueError(f"expected an NCHW float32 batch of shape (N, {', '.join(map(str, spec.input_shape))}), "
+                         f"got {x.shape}")
+    return x
+
+
+def forward(model: Any, x: np.ndarray) -> np.ndarray:
+    """Logits (N, classes) as float32 NumPy for an NCHW float32 NumPy batch."""
+    adapter, spec = _adapter(model)
+    return np.asarray(adapter.forward(model, _batch(spec, x)), np.float32)
+
+
+def layer_shapes(model: Any) -> list[tuple[str, Shape]]:
+    """``[(layer_name, nchw_shape), ...]`` of the built model's layers for a batch of 1."""
+    adapter, _ = _adapter(model)
+    return [(name, tuple(int(d) for d in shape)) for name, shape in adapter.layer_shapes(model)]
+
+
+def loss_and_grads(model: Any, x: np.ndarray, y: np.ndarray) -> tuple[float, Weights]:
+    """Mean cross-entropy of one batch and its gradients as neutral arrays (no update)."""
+    adapter, spec = _adapter(model)
+    return adapter.loss_and_grads(model, _batch(spec, x), np.asarray(y, np.int32))
+
+
+def trainer(model: Any, lr: float) -> Callable[[np.ndarray, np.ndarray], float]:
+    """A minibatch SGD step with the framework's own optimizer: ``step(x, y) -> loss``."""
+    adapter, spec = _adapter(model)
+    step = adapter.trainer(model, lr)
+    return lambda x, y: step(_batch(spec, x), np.asarray(y, np.int32))

@@ -1,0 +1,118 @@
+"""The backend registry: names, availability and lazy loading of the adapter modules."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from types import ModuleType
+from typing import Optional
+
+from polylenet.errors import BackendError, BackendUnavailable
+
+DEFAULT_BACKEND = "torch"  # d2l's default tab; override with POLYLENET_BACKEND or backend=
+ENV_VAR = "POLYLENET_BACKEND"
+ENTRY_POINT_GROUP = "polylenet.backends"
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    name: str
+    module: str  # the adapter module, imported only when the backend is asked for
+    framework: Optional[str]  # the framework's import name; None for the NumPy reference
+    pip_name: Optional[str]  # what pip calls it, for messages
+
+
+BUILTIN = {
+    info.name: info
+    for info in (
+        BackendInfo("numpy", "polylenet.backends.numpy", None, None),
+        BackendInfo("torch", "polylenet.backends.torch", "torch", "torch"),
+        BackendInfo("tensorflow", "polylenet.backends.tensorflow", "tensorflow", "tensorflow-cpu"),
+        BackendInfo("mxnet", "polylenet.backends.mxnet", "mxnet", "mxnet"),
+        BackendInfo("paddle", "polylenet.backends.paddle", "paddle", "paddlepaddle"),
+        BackendInfo("mindspore", "polylenet.backends.mindspore", "mindspore", "mindspore"),
+    )
+}
+
+_loaded: dict[str, ModuleType] = {}
+
+
+def _third_party() -> dict[str, BackendInfo]:
+    found = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name not in BUILTIN:
+            found[ep.name] = BackendInfo(ep.name, ep.value, None, None)
+    return found
+
+
+def known_backends() -> dict[str, BackendInfo]:
+    """Every backend polylenet knows of, installed or not (built-ins, then entry points)."""
+    return {**BUILTIN, **_third_party()}
+
+
+def _installed(info: BackendInfo) -> bool:
+    if info.framework is None:
+        return True
+    return importlib.util.find_spec(info.framework) is not None
+
+
+def available_backends() -> list[str]:
+    """Backends whose framework is installed in this environment, without importing any.
+
+    >>> "numpy" in available_backends()
+    True
+    """
+    return [name for name, info in known_backends().items() if _installed(info)]
+
+
+def resolve_name(backend: Optional[str] = None) -> str:
+    """``backend`` if given, else ``$POLYLENET_BACKEND``, else the default (``torch``)."""
+    name = backend or os.environ.get(ENV_VAR) or DEFAULT_BACKEND
+    known = known_backends()
+    if name not in known:
+        raise BackendError(f"unknown backend {name!r}; known backends: {', '.join(known)}")
+    return name
+
+
+def install_hint(name: str) -> str:
+    """The command that makes backend ``name`` available."""
+    return f'pip install "polylenet[{name}]"  (or: tox -e {name})'
+
+
+def _backends_package() -> ModuleType:
+    """``polylenet.backends``: installed from backends/, or found beside polylenet/ in a checkout."""
+    try:
+        return importlib.import_module("polylenet.backends")
+    except ModuleNotFoundError:
+        pass
+    # Run from a source checkout (the repo root on sys.path): backends/ sits beside polylenet/.
+    folder = Path(__file__).resolve().parent.parent / "backends"
+    if not (folder / "__init__.py").is_file():
+        raise BackendError("polylenet.backends is missing: reinstall polylenet (pip install polylenet)")
+    spec = importlib.util.spec_from_file_location(
+        "polylenet.backends", folder / "__init__.py", submodule_search_locations=[str(folder)])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules["polylenet.backends"] = package
+    spec.loader.exec_module(package)
+    return package
+
+
+def get_backend(backend: Optional[str] = None) -> ModuleType:
+    """The adapter module for ``backend``, importing its framework on first use."""
+    name = resolve_name(backend)
+    if name in _loaded:
+        return _loaded[name]
+    info = known_backends()[name]
+    if not _installed(info):
+        raise BackendUnavailable(f"backend {name!r} needs {info.pip_name}, which is not installed "
+                                 f"in this environment; install it with: {install_hint(name)}")
+    if info.module.startswith("polylenet.backends."):
+        _backends_package()
+    module = importlib.import_module(info.module.split(":")[0])
+    _loaded[name] = module
+    return module

@@ -1,0 +1,39 @@
+"""The conformance suite runs over every backend importable here and every named variant.
+
+POLYLENET_TEST_BACKENDS (comma-separated) narrows the backends, as each tox env does.
+"""
+
+import os
+
+import pytest
+
+import polylenet
+
+
+def _backends():
+    wanted = os.environ.get("POLYLENET_TEST_BACKENDS")
+    available = polylenet.available_backends()
+    if not wanted:
+        return available
+    names = [n.strip() for n in wanted.split(",") if n.strip()]
+    missing = [n for n in names if n not in available]
+    if missing:  # a tox env whose framework failed to install must fail, not skip
+        raise pytest.UsageError(f"POLYLENET_TEST_BACKENDS names {missing}, not installed here; "
+                                f"available: {available}")
+    return names
+
+
+BACKENDS = _backends()
+VARIANTS = sorted(polylenet.VARIANTS)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    return request.param
+
+
+@pytest.fixture(params=VARIANTS)
+def spec(request):
+    return polylenet.load_spec(request.param)
+
+

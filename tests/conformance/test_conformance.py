@@ -1,0 +1,63 @@
+"""Every backend builds the same layers, computes the same numbers and trains the same way as
+the NumPy reference, given the same neutral weights and batches."""
+
+import numpy as np
+
+import polylenet
+from cases import batches, conformance_weights, relative_error
+
+
+def reference(spec, weights):
+    return polylenet.build(spec, backend="numpy", weights=weights)
+
+
+def test_layer_shapes_match_spec(backend, spec):
+    model = polylenet.build(spec, backend=backend)
+    assert polylenet.layer_shapes(model) == polylenet.spec_layer_shapes(spec)
+
+
+def test_logits_match_reference(backend, spec):
+    weights = conformance_weights(spec)
+    model = polylenet.build(spec, backend=backend, weights=weights)
+    x, _ = batches(spec, count=1, size=32)[0]
+    logits = polylenet.forward(model, x)
+    expected = polylenet.forward(reference(spec, weights), x)
+    assert logits.dtype == np.float32 and logits.shape == (32, spec.num_classes)
+    assert np.max(np.abs(logits - expected)) <= 1e-5
+
+
+def test_loss_and_gradients_match_reference(backend, spec):
+    weights = conformance_weights(spec)
+    x, y = batches(spec, count=1)[0]
+    loss, grads = polylenet.loss_and_grads(polylenet.build(spec, backend=backend, weights=weights), x, y)
+    ref_loss, ref_grads = polylenet.loss_and_grads(reference(spec, weights), x, y)
+    assert abs(loss - ref_loss) <= 1e-4 * abs(ref_loss)
+    assert sorted(grads) == sorted(ref_grads)
+    for key in ref_grads:
+        assert grads[key].shape == ref_grads[key].shape, key
+        assert relative_error(grads[key], ref_grads[key]) <= 1e-4, key
+
+
+def test_three_sgd_steps_match_reference(backend, spec):
+    weights = conformance_weights(spec)
+    model = polylenet.build(spec, backend=backend, weights=weights)
+    ref = reference(spec, weights)
+    step, ref_step = polylenet.trainer(model, lr=0.9), polylenet.trainer(ref, lr=0.9)
+    for x, y in batches(spec, count=3):
+        loss, ref_loss = step(x, y), ref_step(x, y)
+        assert abs(loss - ref_loss) <= 1e-4 * abs(ref_loss)
+    trained, expected = polylenet.get_weights(model), polylenet.get_weights(ref)
+    for key in expected:
+        assert np.max(np.abs(trained[key] - expected[key])) <= 1e-4, key
+        assert not np.array_equal(expected[key], weights[key]), f"{key} did not move"
+
+
+def test_weights_round_trip_bit_exact(backend, spec):
+    weights = conformance_weights(spec)
+    model = polylenet.build(spec, backend=backend)
+    polylenet.set_weights(model, weights)
+    back = polylenet.get_weights(model)
+    assert sorted(back) == sorted(weights)
+    for key, value in weights.items():
+        assert back[key].dtype == np.float32 and back[key].shape == value.shape, key
+        assert np.array_equal(back[key], value), key

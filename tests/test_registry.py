@@ -1,0 +1,45 @@
+import importlib.util
+
+import pytest
+
+import polylenet
+from polylenet import BackendError, BackendUnavailable
+
+
+def test_numpy_is_always_available():
+    assert "numpy" in polylenet.available_backends()
+    assert set(polylenet.known_backends()) >= {"numpy", "torch", "tensorflow", "mxnet", "paddle", "mindspore"}
+
+
+def test_unknown_backend_lists_known_ones():
+    with pytest.raises(BackendError, match="unknown backend 'caffe'.*numpy, torch, tensorflow"):
+        polylenet.build("lenet5", backend="caffe")
+
+
+def test_backend_from_environment(monkeypatch):
+    monkeypatch.setenv("POLYLENET_BACKEND", "numpy")
+    assert polylenet.backend_of(polylenet.build("lenet5")) == "numpy"
+    monkeypatch.setenv("POLYLENET_BACKEND", "nope")
+    with pytest.raises(BackendError, match="unknown backend 'nope'"):
+        polylenet.build("lenet5")
+
+
+@pytest.mark.parametrize("name", ["torch", "tensorflow", "mxnet", "paddle", "mindspore"])
+def test_missing_framework_names_the_extra(name):
+    if name in polylenet.available_backends():
+        pytest.skip(f"{name} is installed here")
+    with pytest.raises(BackendUnavailable, match=rf'pip install "polylenet\[{name}\]"'):
+        polylenet.build("lenet5", backend=name)
+
+
+def test_no_framework_imported_by_the_core():
+    import subprocess, sys
+    code = ("import sys, polylenet; polylenet.build('lenet5', backend='numpy'); "
+            "print(sorted(m for m in ('torch','tensorflow','mxnet','paddle','mindspore','keras') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_model_not_built_by_polylenet():
+    with pytest.raises(BackendError, match="not built by polylenet.build"):
+        polylenet.forward(object(), None)
