@@ -1,0 +1,94 @@
+"""MXNet Gluon: LeNet as a gluon.nn.HybridSequential, as in d2l's MXNet tab."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+with warnings.catch_warnings():
+    # mxnet 1.9.1 touches numpy aliases deprecated in numpy 1.20-1.23 while importing.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import mxnet as mx
+    from mxnet import autograd, gluon
+    from mxnet.gluon import nn
+
+from polylenet.shapes import layer_table
+from polylenet.spec import Activation, Conv2D, Dense, Flatten, Pool2D
+
+NAME = "mxnet"
+_POOLS = {"avg": nn.AvgPool2D, "max": nn.MaxPool2D}
+_loss = gluon.loss.SoftmaxCrossEntropyLoss()
+
+
+def version() -> str:
+    return mx.__version__
+
+
+def build(spec):
+    net = nn.HybridSequential(prefix=f"{spec.name}_")
+    for name, layer, in_shape, _ in layer_table(spec):
+        prefix = f"{name}_"  # blocks made outside net.name_scope() keep exactly this prefix
+        if isinstance(layer, Conv2D):
+            net.add(nn.Conv2D(layer.out_channels, layer.kernel, strides=layer.stride,
+                              padding=layer.padding, in_channels=in_shape[1], prefix=prefix))
+        elif isinstance(layer, Pool2D):
+            net.add(_POOLS[layer.kind](pool_size=layer.size, strides=layer.stride, prefix=prefix))
+        elif isinstance(layer, Activation):
+            net.add(nn.Activation(layer.fn, prefix=prefix))
+        elif isinstance(layer, Flatten):
+            net.add(nn.Flatten(prefix=prefix))
+        elif isinstance(layer, Dense):
+            net.add(nn.Dense(layer.units, in_units=in_shape[1], prefix=prefix))
+    net.initialize()
+    return net
+
+
+def _parameters(model):
+    """(key, gluon.Parameter) in the neutral order; Gluon's layouts are the neutral ones."""
+    for block, name in zip(model, model.polylenet_spec.layer_names()):
+        if isinstance(block, (nn.Conv2D, nn.Dense)):
+            yield f"{name}.weight", block.weight
+            yield f"{name}.bias", block.bias
+
+
+def set_weights(model, weights):
+    for key, param in _parameters(model):
+        param.set_data(mx.nd.array(weights[key], dtype=np.float32))
+
+
+def get_weights(model):
+    return {key: param.data().asnumpy() for key, param in _parameters(model)}
+
+
+def forward(model, x):
+    return model(mx.nd.array(x, dtype=np.float32)).asnumpy()
+
+
+def layer_shapes(model):
+    x = mx.nd.zeros((1, *model.polylenet_spec.input_shape))
+    shapes = []
+    for block, name in zip(model, model.polylenet_spec.layer_names()):
+        x = block(x)
+        shapes.append((block.prefix.rstrip("_"), x.shape))
+    return shapes
+
+
+def loss_and_grads(model, x, y):
+    with autograd.record():
+        loss = _loss(model(mx.nd.array(x)), mx.nd.array(y)).mean()
+    loss.backward()
+    return float(loss.asscalar()), {key: param.grad().asnumpy() for key, param in _parameters(model)}
+
+
+def trainer(model, lr):
+    sgd = gluon.Trainer(model.collect_params(), "sgd", {"learning_rate": lr})
+
+    def step(x, y):
+        with autograd.record():
+            loss = _loss(model(mx.nd.array(x)), mx.nd.array(y))
+        loss.backward()
+        sgd.step(x.shape[0])  # the loss is per example; step(batch) averages, as in d2l
+        return float(loss.mean().asscalar())
+
+    return step

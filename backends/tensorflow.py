@@ -1,0 +1,163 @@
+"""TensorFlow/Keras: LeNet as a keras.Sequential on NHWC images, as in d2l's TensorFlow tab."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import numpy as np
+
+from polylenet.shapes import layer_table
+from polylenet.spec import Activation, Conv2D, Dense, Flatten, Pool2D
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """TF 2.21 prints its oneDNN banner from C++ while importing, before absl logging starts, so
+    TF_CPP_MIN_LOG_LEVEL cannot hide it; silence file descriptor 2 for the import alone.
+    A user who sets TF_CPP_MIN_LOG_LEVEL themselves sees everything TF prints."""
+    if "TF_CPP_MIN_LOG_LEVEL" in os.environ:
+        yield
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+with _quiet_native_stderr():
+    import tensorflow as tf
+    import keras
+
+NAME = "tensorflow"
+_POOLS = {"avg": keras.layers.AvgPool2D, "max": keras.layers.MaxPool2D}
+_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def version() -> str:
+    return f"{tf.__version__} (keras {keras.__version__})"
+
+
+def build(spec):
+    c, h, w = spec.input_shape
+    layers = [keras.Input(shape=(h, w, c))]
+    for name, layer, _, _ in layer_table(spec):
+        if isinstance(layer, Conv2D):
+            if layer.padding:  # Keras has only 'valid'/'same'; explicit zero padding is exact
+                layers.append(keras.layers.ZeroPadding2D(layer.padding, name=f"{name}_pad"))
+            layers.append(keras.layers.Conv2D(layer.out_channels, layer.kernel, strides=layer.stride,
+                                              name=name))
+        elif isinstance(layer, Pool2D):
+            layers.append(_POOLS[layer.kind](pool_size=layer.size, strides=layer.stride, name=name))
+        elif isinstance(layer, Activation):
+            layers.append(keras.layers.Activation(layer.fn, name=name))
+        elif isinstance(layer, Flatten):
+            layers.append(keras.layers.Flatten(name=name))
+        elif isinstance(layer, Dense):
+            layers.append(keras.layers.Dense(layer.units, name=name))
+    return keras.Sequential(layers, name=spec.name.replace("-", "_"))
+
+
+def _layouts(spec):
+    """Per weight key, its Keras layout: ("conv", None), ("dense", chw or None) or ("bias", None).
+
+    Conv kernels are HWIO and dense kernels (in, out) in Keras. The first dense layer after a
+    flatten also reorders its input rows: Keras flattens NHWC in H*W*C order, the neutral
+    layout is C*H*W, so that layer carries the (C, H, W) it flattens.
+    """
+    layouts, chw = {}, None
+    for name, layer, in_shape, _ in layer_table(spec):
+        if isinstance(layer, Flatten):
+            chw = in_shape[1:]
+        elif isinstance(layer, (Conv2D, Dense)):
+            layouts[f"{name}.weight"] = ("conv", None) if isinstance(layer, Conv2D) else ("dense", chw)
+            layouts[f"{name}.bias"] = ("bias", None)
+            chw = None
+    return layouts
+
+
+def to_native(value, layout):
+    kind, chw = layout
+    if kind == "conv":
+        return value.transpose(2, 3, 1, 0)
+    if kind == "dense" and chw is not None:  # (out, C*H*W) -> (H*W*C, out)
+        return value.reshape(value.shape[0], *chw).transpose(2, 3, 1, 0).reshape(-1, value.shape[0])
+    return value.T if kind == "dense" else value
+
+
+def to_neutral(value, layout):
+    kind, chw = layout
+    if kind == "conv":
+        return value.transpose(3, 2, 0, 1)
+    if kind == "dense" and chw is not None:  # (H*W*C, out) -> (out, C*H*W)
+        c, h, w = chw
+        return value.reshape(h, w, c, -1).transpose(3, 2, 0, 1).reshape(value.shape[1], -1)
+    return value.T if kind == "dense" else value
+
+
+def _variables(model):
+    """(key, layout, variable) for every parameter, in the neutral order."""
+    for key, layout in _layouts(model.polylenet_spec).items():
+        name, attr = key.split(".")
+        yield key, layout, getattr(model.get_layer(name), "kernel" if attr == "weight" else "bias")
+
+
+def set_weights(model, weights):
+    for key, layout, variable in _variables(model):
+        variable.assign(np.ascontiguousarray(to_native(weights[key], layout)))
+
+
+def get_weights(model):
+    return {key: np.ascontiguousarray(to_neutral(variable.numpy(), layout))
+            for key, layout, variable in _variables(model)}
+
+
+def _nhwc(x):
+    return tf.constant(x.transpose(0, 2, 3, 1))
+
+
+def forward(model, x):
+    return model(_nhwc(x), training=False).numpy()
+
+
+def layer_shapes(model):
+    x = _nhwc(np.zeros((1, *model.polylenet_spec.input_shape), np.float32))
+    shapes = []
+    for layer in model.layers:
+        x = layer(x)
+        if layer.name.endswith("_pad"):
+            continue
+        n, *rest = x.shape
+        shapes.append((layer.name, (n, rest[2], rest[0], rest[1]) if len(rest) == 3 else (n, *rest)))
+    return shapes
+
+
+def loss_and_grads(model, x, y):
+    keys, layouts, variables = zip(*_variables(model))
+    with tf.GradientTape() as tape:
+        loss = _loss(tf.constant(y), model(_nhwc(x), training=True))
+    grads = tape.gradient(loss, list(variables))
+    return float(loss), {k: np.ascontiguousarray(to_neutral(g.numpy(), layout))
+                         for k, layout, g in zip(keys, layouts, grads)}
+
+
+def trainer(model, lr):
+    optimizer = keras.optimizers.SGD(learning_rate=lr)
+
+    @tf.function
+    def train_step(x, y):
+        with tf.GradientTape() as tape:
+            loss = _loss(y, model(x, training=True))
+        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables),
+                                      model.trainable_variables))
+        return loss
+
+    def step(x, y):
+        return float(train_step(_nhwc(x), tf.constant(y)))
+
+    return step
