@@ -85,10 +85,12 @@ def trainer(model, lr):
     sgd = gluon.Trainer(model.collect_params(), "sgd", {"learning_rate": lr})
 
     def step(x, y):
+        labels = mx.nd.array(y)
         with autograd.record():
-            loss = _loss(model(mx.nd.array(x)), mx.nd.array(y))
+            logits = model(mx.nd.array(x))
+            loss = _loss(logits, labels)
         loss.backward()
         sgd.step(x.shape[0])  # the loss is per example; step(batch) averages, as in d2l
-        return float(loss.mean().asscalar())
+        return float(loss.mean().asscalar()), int((logits.argmax(axis=1) == labels).sum().asscalar())
 
     return step

@@ -90,10 +90,12 @@ def trainer(model, lr):
     optimizer = paddle.optimizer.SGD(learning_rate=lr, parameters=model.parameters())
 
     def step(x, y):
-        loss = F.cross_entropy(model(paddle.to_tensor(x)), paddle.to_tensor(y, dtype="int64"))
+        labels = paddle.to_tensor(y, dtype="int64")
+        logits = model(paddle.to_tensor(x))
+        loss = F.cross_entropy(logits, labels)
         loss.backward()
         optimizer.step()
         optimizer.clear_grad()
-        return float(loss)
+        return float(loss), int((logits.argmax(axis=1) == labels).sum())
 
     return step

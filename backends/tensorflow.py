@@ -152,12 +152,14 @@ def trainer(model, lr):
     @tf.function
     def train_step(x, y):
         with tf.GradientTape() as tape:
-            loss = _loss(y, model(x, training=True))
+            logits = model(x, training=True)
+            loss = _loss(y, logits)
         optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables),
                                       model.trainable_variables))
-        return loss
+        return loss, tf.reduce_sum(tf.cast(tf.argmax(logits, axis=1, output_type=tf.int32) == y, tf.int32))
 
     def step(x, y):
-        return float(train_step(_nhwc(x), tf.constant(y)))
+        loss, correct = train_step(_nhwc(x), tf.constant(y))
+        return float(loss), int(correct)
 
     return step

@@ -73,10 +73,12 @@ def trainer(model, lr):
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
 
     def step(x, y):
+        labels = torch.from_numpy(y).long()
         optimizer.zero_grad()
-        loss = F.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y).long())
+        logits = model(torch.from_numpy(x))
+        loss = F.cross_entropy(logits, labels)
         loss.backward()
         optimizer.step()
-        return loss.item()
+        return loss.item(), int((logits.argmax(dim=1) == labels).sum())
 
     return step

@@ -7,14 +7,17 @@ Gluon, PaddlePaddle and MindSpore models, checked against a NumPy reference.
 ('dense3', (1, 10))
 """
 
-from polylenet.errors import (BackendError, BackendUnavailable, PolylenetError, SpecError,
-                              WeightsError)
+from polylenet.checkpoint import load_checkpoint, save_checkpoint
+from polylenet.data import DataError, load_data, read_idx
+from polylenet.errors import (BackendError, BackendUnavailable, CheckpointError, PolylenetError,
+                              SpecError, TrainingDiverged, WeightsError)
 from polylenet.models import (backend_of, build, forward, get_weights, layer_shapes,
                               loss_and_grads, set_weights, spec_of, trainer)
 from polylenet.registry import available_backends, known_backends
 from polylenet.shapes import format_shape_table, param_shapes, spec_layer_shapes
 from polylenet.spec import (VARIANTS, Spec, activation, conv2d, dense, flatten, load_spec, pool2d,
                             save_spec)
+from polylenet.training import EpochStats, History, TrainConfig, batch_order, evaluate, train
 from polylenet.weights import init_weights, load_weights, save_weights
 
 __version__ = "0.1.0"
@@ -25,5 +28,7 @@ __all__ = [
     "set_weights", "spec_of", "trainer", "available_backends", "known_backends",
     "format_shape_table", "param_shapes", "spec_layer_shapes", "VARIANTS", "Spec", "activation",
     "conv2d", "dense", "flatten", "load_spec", "pool2d", "save_spec", "init_weights",
-    "load_weights", "save_weights",
+    "load_weights", "save_weights", "load_checkpoint", "save_checkpoint", "DataError", "load_data",
+    "read_idx", "CheckpointError", "TrainingDiverged", "EpochStats", "History", "TrainConfig",
+    "batch_order", "evaluate", "train",
 ]

@@ -19,3 +19,11 @@ class BackendUnavailable(BackendError, ImportError):
 
 class WeightsError(PolylenetError, ValueError):
     """Neutral weights that do not fit the spec (a missing key, a wrong shape)."""
+
+
+class TrainingDiverged(PolylenetError, ArithmeticError):
+    """The training loss became NaN or infinite; the message names the epoch and batch."""
+
+
+class CheckpointError(PolylenetError, ValueError):
+    """A checkpoint that cannot be read or does not fit the run resuming from it."""

@@ -140,6 +140,11 @@ class NumpyLeNet:
 
     def loss_and_grads(self, x: np.ndarray, labels: np.ndarray) -> tuple[float, Weights]:
         """Mean cross-entropy of one batch and its gradients, keyed like the weights."""
+        loss, grads, _ = self.backward(x, labels)
+        return loss, grads
+
+    def backward(self, x: np.ndarray, labels: np.ndarray) -> tuple[float, Weights, np.ndarray]:
+        """Loss, gradients and the logits they came from."""
         logits, trace = self.forward_layers(x)
         loss, grad = cross_entropy(logits, np.asarray(labels))
         grads: Weights = {}
@@ -156,14 +161,16 @@ class NumpyLeNet:
                 grad, g = dense_backward(grad, cache)
             for key, value in g.items():
                 grads[f"{name}.{key}"] = value.astype(np.float32)
-        return loss, grads
+        return loss, grads, logits
 
-    def sgd_step(self, x: np.ndarray, labels: np.ndarray, lr: float) -> float:
-        """One minibatch SGD step (``w -= lr * grad``, in float32 like the frameworks); returns the loss."""
-        loss, grads = self.loss_and_grads(x, labels)
+    def sgd_step(self, x: np.ndarray, labels: np.ndarray, lr: float) -> tuple[float, int]:
+        """One minibatch SGD step (``w -= lr * grad``, in float32 like the frameworks).
+
+        Returns the batch's mean loss and how many of its examples were classified right."""
+        loss, grads, logits = self.backward(x, labels)
         for key, g in grads.items():
             self.params[key] = self.params[key] - np.float32(lr) * g
-        return loss
+        return loss, int((logits.argmax(axis=1) == labels).sum())
 
     def _param(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         return (self.params[f"{name}.weight"].astype(np.float64),

@@ -37,3 +37,9 @@ def spec(request):
     return polylenet.load_spec(request.param)
 
 
+
+
+@pytest.fixture(params=[b for b in BACKENDS if b != "numpy"])
+def framework(request):
+    """A backend that runs a real framework (not the NumPy oracle itself)."""
+    return request.param

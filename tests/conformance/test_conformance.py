@@ -44,8 +44,9 @@ def test_three_sgd_steps_match_reference(backend, spec):
     ref = reference(spec, weights)
     step, ref_step = polylenet.trainer(model, lr=0.9), polylenet.trainer(ref, lr=0.9)
     for x, y in batches(spec, count=3):
-        loss, ref_loss = step(x, y), ref_step(x, y)
+        (loss, correct), (ref_loss, ref_correct) = step(x, y), ref_step(x, y)
         assert abs(loss - ref_loss) <= 1e-4 * abs(ref_loss)
+        assert correct == ref_correct
     trained, expected = polylenet.get_weights(model), polylenet.get_weights(ref)
     for key in expected:
         assert np.max(np.abs(trained[key] - expected[key])) <= 1e-4, key

@@ -1,0 +1,48 @@
+"""Checkpoints in the neutral layout: an ``.npz`` of float32 weights plus a JSON header.
+
+No pickle anywhere, so loading a checkpoint cannot execute code. Any backend can load one.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping, Union
+
+import numpy as np
+
+from polylenet.atomic import atomic_write
+from polylenet.errors import CheckpointError
+from polylenet.weights import Weights
+
+_PREFIX = "weight:"
+_META = "meta.json"
+
+
+def save_checkpoint(path: Union[str, os.PathLike], weights: Mapping[str, np.ndarray],
+                    meta: Mapping[str, Any]) -> Path:
+    """Write weights and a JSON-serialisable ``meta`` dict atomically to ``path``."""
+    arrays = {_PREFIX + k: np.asarray(v, np.float32) for k, v in weights.items()}
+    arrays[_META] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return atomic_write(path, buffer.getvalue())
+
+
+def load_checkpoint(path: Union[str, os.PathLike]) -> tuple[Weights, dict[str, Any]]:
+    """Read a checkpoint written by :func:`save_checkpoint`: ``(weights, meta)``.
+
+    >>> import tempfile, numpy as np
+    >>> p = save_checkpoint(tempfile.mktemp(suffix=".npz"), {"conv1.bias": np.zeros(6)}, {"epoch": 1})
+    >>> load_checkpoint(p)[1]
+    {'epoch': 1}
+    """
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            weights = {k[len(_PREFIX):]: data[k] for k in data.files if k.startswith(_PREFIX)}
+            meta = json.loads(data[_META].tobytes().decode())
+    except (OSError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"cannot read checkpoint {os.fspath(path)!r}: {exc}") from None
+    return weights, meta

@@ -1,0 +1,228 @@
+"""The d2l training protocol, shared by every backend: same data, same batches, same start.
+
+The batch order is decided once, in NumPy, from the seed, and fed identically to every
+backend; the initial weights come from :func:`polylenet.init_weights`. Each backend only
+supplies its framework's SGD step and forward pass.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import resource
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterator, Optional, Union
+
+import numpy as np
+
+from polylenet.atomic import atomic_write
+from polylenet.checkpoint import load_checkpoint, save_checkpoint
+from polylenet.data import Dataset, load_data
+from polylenet.errors import CheckpointError, TrainingDiverged
+from polylenet.models import build, forward, get_weights, trainer
+from polylenet.progress import ProgressBar
+from polylenet.registry import get_backend, resolve_name
+from polylenet.spec import Spec, load_spec, spec_from_dict
+
+SUBSET_SEED = 20170825  # fixes which examples a train_subset/test_subset takes, whatever the run's seed
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """d2l's protocol: minibatch SGD at lr 0.9, batch 256, 10 epochs, cross-entropy on logits,
+    Xavier-uniform init from ``init_weights(seed)``, pixels scaled to [0, 1].
+
+    ``train_subset``/``test_subset`` take a fixed random subset of that many examples (for quick
+    runs); ``max_steps`` stops after that many SGD steps.
+    """
+
+    lr: float = 0.9
+    batch_size: int = 256
+    epochs: int = 10
+    seed: int = 0
+    dataset: str = "fashion-mnist"
+    train_subset: Optional[int] = None
+    test_subset: Optional[int] = None
+    max_steps: Optional[int] = None
+    eval_batch_size: int = 1000
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    train_loss: float
+    train_acc: float
+    test_acc: float
+    examples_per_sec: float
+    seconds: float
+
+
+@dataclass
+class History:
+    """What a run did: per-epoch metrics, every step's loss, and the run's settings and versions."""
+
+    backend: str
+    spec: dict[str, Any]
+    config: dict[str, Any]
+    versions: dict[str, str]
+    epochs: list[EpochStats] = field(default_factory=list)
+    step_losses: list[float] = field(default_factory=list)
+    peak_memory_mb: float = 0.0
+    data_source: str = ""
+
+    @property
+    def final(self) -> EpochStats:
+        return self.epochs[-1]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "History":
+        data = dict(data)
+        data["epochs"] = [EpochStats(**e) for e in data.get("epochs", [])]
+        return cls(**data)
+
+    def save(self, path: Union[str, os.PathLike]) -> Path:
+        """Write the history as JSON, atomically."""
+        return atomic_write(path, (json.dumps(self.to_dict(), indent=2) + "\n").encode())
+
+    @classmethod
+    def load(cls, path: Union[str, os.PathLike]) -> "History":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def to_inputs(images: np.ndarray) -> np.ndarray:
+    """uint8 (N, H, W) images -> float32 NCHW in [0, 1], as d2l's ToTensor does."""
+    return (images.astype(np.float32) / 255.0)[:, None, :, :]
+
+
+def fixed_subset(n: int, size: Optional[int]) -> np.ndarray:
+    """Indices of a fixed random subset (sorted), or all of them when ``size`` is None."""
+    if size is None or size >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(SUBSET_SEED).permutation(n)[:size])
+
+
+def batch_order(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """The shuffled minibatches of one epoch, a function of (seed, epoch) alone; the last may be short."""
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
+def evaluate(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 1000) -> float:
+    """Accuracy of ``model`` on NCHW float32 ``x`` with labels ``y``."""
+    correct = 0
+    for i in range(0, len(x), batch_size):
+        correct += int((forward(model, x[i:i + batch_size]).argmax(axis=1) == y[i:i + batch_size]).sum())
+    return correct / max(len(x), 1)
+
+
+def _versions(backend: str) -> dict[str, str]:
+    from polylenet import __version__
+
+    return {"polylenet": __version__, "python": platform.python_version(), "numpy": np.__version__,
+            backend: get_backend(backend).version()}
+
+
+def _peak_memory_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+
+
+def _batches(x: np.ndarray, y: np.ndarray, config: TrainConfig, epoch: int) -> Iterator[tuple]:
+    # One gather per epoch; each batch is then a contiguous slice, fed identically to every backend.
+    order = np.concatenate(batch_order(len(x), config.batch_size, config.seed, epoch))
+    xs, ys = x[order], y[order]
+    for i in range(0, len(xs), config.batch_size):
+        yield xs[i:i + config.batch_size], ys[i:i + config.batch_size]
+
+
+def train(spec: Union[Spec, str] = "lenet5", backend: Optional[str] = None,
+          config: Optional[TrainConfig] = None, data_dir: Optional[Union[str, os.PathLike]] = None,
+          out_dir: Optional[Union[str, os.PathLike]] = None,
+          resume_from: Optional[Union[str, os.PathLike]] = None,
+          progress: Optional[bool] = None, data: Optional[Dataset] = None) -> History:
+    """Run the d2l LeNet protocol on one backend and return its :class:`History`.
+
+    With ``out_dir``, a checkpoint (``checkpoint-epochNN.npz``, neutral layout) and
+    ``history.json`` are written atomically after every epoch; ``resume_from`` continues from
+    such a checkpoint exactly where the uninterrupted run would be. ``progress`` shows a bar per
+    epoch (default: when stderr is a terminal).
+
+    >>> import polylenet
+    >>> h = polylenet.train("lenet5", backend="torch", config=polylenet.TrainConfig(epochs=1))  # doctest: +SKIP
+    >>> round(h.final.test_acc, 2)  # doctest: +SKIP
+    0.55
+    """
+    config = config or TrainConfig()
+    spec = load_spec(spec)
+    name = resolve_name(backend)
+    start_epoch, history = 0, None
+    weights = None
+    if resume_from is not None:
+        weights, meta = load_checkpoint(resume_from)
+        _check_resume(meta, spec, name, config, resume_from)
+        start_epoch, history = meta["epoch"], History.from_dict(meta["history"])
+    model = build(spec, backend=name, weights=weights, seed=config.seed)
+    step = trainer(model, config.lr)
+    history = history or History(name, spec.to_dict(), asdict(config), _versions(name))
+
+    data = data or load_data(config.dataset, data_dir)
+    history.data_source = str(data.source)
+    train_idx = fixed_subset(len(data.train_labels), config.train_subset)
+    test_idx = fixed_subset(len(data.test_labels), config.test_subset)
+    x_train, y_train = to_inputs(data.train_images[train_idx]), data.train_labels[train_idx]
+    x_test, y_test = to_inputs(data.test_images[test_idx]), data.test_labels[test_idx]
+
+    steps_done = len(history.step_losses)
+    for epoch in range(start_epoch, config.epochs):
+        if config.max_steps is not None and steps_done >= config.max_steps:
+            break
+        bar = ProgressBar(math.ceil(len(x_train) / config.batch_size),
+                          f"{name} epoch {epoch + 1}/{config.epochs}", enabled=progress)
+        started = time.perf_counter()
+        loss_sum, correct, seen = 0.0, 0, 0
+        for batch, (xb, yb) in enumerate(_batches(x_train, y_train, config, epoch)):
+            loss, right = step(xb, yb)
+            if not math.isfinite(loss):
+                raise TrainingDiverged(
+                    f"{name}: training loss became {loss} at epoch {epoch + 1}, batch {batch + 1} "
+                    f"(lr {config.lr}); lower the learning rate or check the inputs")
+            history.step_losses.append(loss)
+            loss_sum, correct, seen = loss_sum + loss * len(yb), correct + right, seen + len(yb)
+            steps_done += 1
+            bar.update(loss=loss_sum / seen, acc=correct / seen)
+            if config.max_steps is not None and steps_done >= config.max_steps:
+                break
+        train_seconds = time.perf_counter() - started
+        test_acc = evaluate(model, x_test, y_test, config.eval_batch_size)
+        stats = EpochStats(epoch + 1, loss_sum / seen, correct / seen, test_acc,
+                           seen / train_seconds, time.perf_counter() - started)
+        history.epochs.append(stats)
+        history.peak_memory_mb = max(history.peak_memory_mb, _peak_memory_mb())
+        bar.close(f"loss {stats.train_loss:.3f}, train acc {stats.train_acc:.3f}, "
+                  f"test acc {stats.test_acc:.3f}, {stats.examples_per_sec:.0f} examples/sec")
+        if out_dir is not None:
+            save_checkpoint(Path(out_dir) / f"checkpoint-epoch{epoch + 1:02d}.npz", get_weights(model),
+                            {"epoch": epoch + 1, "backend": name, "spec": spec.to_dict(),
+                             "config": asdict(config), "history": history.to_dict()})
+            history.save(Path(out_dir) / "history.json")
+    return history
+
+
+def _check_resume(meta: dict, spec: Spec, backend: str, config: TrainConfig, path) -> None:
+    if spec_from_dict(meta["spec"]) != spec:
+        raise CheckpointError(f"{path} was saved for spec {meta['spec']['name']!r}, not {spec.name!r}")
+    saved = TrainConfig(**meta["config"])
+    # Only the number of epochs may change on resume: everything else shapes the batches and steps.
+    if replace(saved, epochs=config.epochs) != config:
+        raise CheckpointError(f"{path} was saved with {saved}; resuming needs the same settings "
+                              "(only epochs may differ)")
+    if meta["history"]["backend"] != backend:
+        # Weights are neutral, so this works; the history would then mix two backends.
+        raise CheckpointError(f"{path} holds a {meta['history']['backend']} run; to continue on "
+                              f"{backend}, load its weights with polylenet.build(..., weights=...)")

@@ -1,0 +1,99 @@
+"""The protocol's moving parts on the NumPy backend and a small synthetic data set."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+
+import polylenet
+from polylenet import CheckpointError, History, TrainConfig, TrainingDiverged
+from polylenet.data import Dataset
+from polylenet.progress import ProgressBar
+from polylenet.training import batch_order, fixed_subset
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    rng = np.random.default_rng(0)
+    y = (np.arange(96) % 10).astype(np.int32)
+    x = (rng.random((96, 28, 28)) * 60).astype(np.uint8)
+    for i, label in enumerate(y):  # a bright bar whose row encodes the class
+        x[i, 2 + 2 * label:4 + 2 * label, 4:24] = 255
+    return Dataset("tiny", x[:64], y[:64], x[64:], y[64:], source="memory")
+
+
+def test_batch_order_is_a_function_of_seed_and_epoch():
+    a = batch_order(1000, 256, seed=0, epoch=0)
+    assert [len(b) for b in a] == [256, 256, 256, 232]
+    assert sorted(np.concatenate(a).tolist()) == list(range(1000))
+    assert all(np.array_equal(x, y) for x, y in zip(a, batch_order(1000, 256, seed=0, epoch=0)))
+    assert not np.array_equal(a[0], batch_order(1000, 256, seed=0, epoch=1)[0])
+    assert not np.array_equal(a[0], batch_order(1000, 256, seed=1, epoch=0)[0])
+
+
+def test_subset_is_fixed_whatever_the_seed():
+    s = fixed_subset(60000, 10000)
+    assert len(s) == 10000 and len(set(s.tolist())) == 10000
+    assert np.array_equal(s, fixed_subset(60000, 10000))
+    assert np.array_equal(fixed_subset(50, None), np.arange(50))
+
+
+def test_train_records_history_and_checkpoints(tiny, tmp_path):
+    config = TrainConfig(lr=0.1, batch_size=16, epochs=4)
+    h = polylenet.train("lenet-relu", backend="numpy", config=config, data=tiny, out_dir=tmp_path, progress=False)
+    assert [e.epoch for e in h.epochs] == [1, 2, 3, 4] and len(h.step_losses) == 16
+    assert h.config["lr"] == 0.1 and h.versions["numpy"] == np.__version__ and h.backend == "numpy"
+    assert h.epochs[-1].train_loss < 0.5 * h.epochs[0].train_loss and h.final.test_acc > 0.9
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"checkpoint-epoch0{i}.npz" for i in (1, 2, 3, 4)] + ["history.json"]
+    assert History.load(tmp_path / "history.json") == h
+    json.dumps(h.to_dict())  # serialisable as it is
+    weights, meta = polylenet.load_checkpoint(tmp_path / "checkpoint-epoch04.npz")
+    assert meta["epoch"] == 4 and set(weights) == set(polylenet.init_weights("lenet-relu"))
+
+
+def test_resume_matches_uninterrupted_exactly(tiny, tmp_path):
+    config = TrainConfig(lr=0.5, batch_size=16, epochs=3, seed=4)
+    straight = polylenet.train("lenet-relu", backend="numpy", config=config, data=tiny, out_dir=tmp_path / "a", progress=False)
+    polylenet.train("lenet-relu", backend="numpy", config=TrainConfig(lr=0.5, batch_size=16, epochs=1, seed=4),
+                    data=tiny, out_dir=tmp_path / "b", progress=False)
+    resumed = polylenet.train("lenet-relu", backend="numpy", config=config, data=tiny, out_dir=tmp_path / "b",
+                              resume_from=tmp_path / "b" / "checkpoint-epoch01.npz", progress=False)
+    assert resumed.step_losses == straight.step_losses
+    a, _ = polylenet.load_checkpoint(tmp_path / "a" / "checkpoint-epoch03.npz")
+    b, _ = polylenet.load_checkpoint(tmp_path / "b" / "checkpoint-epoch03.npz")
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_other_settings(tiny, tmp_path):
+    polylenet.train("lenet-relu", backend="numpy", config=TrainConfig(lr=0.5, batch_size=16, epochs=1),
+                    data=tiny, out_dir=tmp_path, progress=False)
+    with pytest.raises(CheckpointError, match="only epochs may differ"):
+        polylenet.train("lenet-relu", backend="numpy", config=TrainConfig(lr=0.1, batch_size=16, epochs=2),
+                        data=tiny, resume_from=tmp_path / "checkpoint-epoch01.npz", progress=False)
+    with pytest.raises(CheckpointError, match="saved for spec 'lenet-relu', not 'lenet5'"):
+        polylenet.train("lenet5", backend="numpy", config=TrainConfig(lr=0.5, batch_size=16, epochs=2),
+                        data=tiny, resume_from=tmp_path / "checkpoint-epoch01.npz", progress=False)
+
+
+def test_divergence_names_epoch_and_batch(tiny):
+    with pytest.raises(TrainingDiverged, match=r"numpy: training loss became (nan|inf) at epoch \d+, batch \d+ \(lr 1e\+30\)"):
+        polylenet.train("lenet-relu", backend="numpy", config=TrainConfig(lr=1e30, batch_size=16, epochs=5),
+                        data=tiny, progress=False)
+
+
+def test_max_steps_stops_early(tiny):
+    h = polylenet.train("lenet5", backend="numpy", config=TrainConfig(batch_size=16, epochs=3, max_steps=5),
+                        data=tiny, progress=False)
+    assert len(h.step_losses) == 5 and len(h.epochs) == 2
+
+
+def test_progress_bar_only_when_enabled():
+    shown, hidden = io.StringIO(), io.StringIO()
+    for stream, enabled in ((shown, True), (hidden, None)):  # StringIO is not a TTY
+        bar = ProgressBar(3, "epoch 1/1", enabled=enabled, stream=stream)
+        for _ in range(3):
+            bar.update(loss=0.5)
+        bar.close("done")
+    assert "epoch 1/1 [" in shown.getvalue() and "3/3" in shown.getvalue() and "done" in shown.getvalue()
+    assert hidden.getvalue() == ""
