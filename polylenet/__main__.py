@@ -1,0 +1,5 @@
+import sys
+
+from polylenet.cli import main
+
+sys.exit(main())

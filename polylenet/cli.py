@@ -1,0 +1,149 @@
+"""The ``polylenet`` command: shapes, train, compare.
+
+Errors are one line on stderr and a non-zero exit; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from polylenet.errors import PolylenetError
+
+
+def _add_protocol(p: argparse.ArgumentParser) -> None:
+    from polylenet.training import TrainConfig
+
+    d = TrainConfig()
+    p.add_argument("--spec", default="lenet5", help="variant name or .json/.yaml spec file (default lenet5)")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--dataset", default=d.dataset, choices=["fashion-mnist", "mnist"])
+    p.add_argument("--train-subset", type=int, default=None, help="train on a fixed random subset of N images")
+    p.add_argument("--data-dir", default=None, help="folder holding fashion-mnist/ (or the four files)")
+
+
+def _config(args: argparse.Namespace):
+    from polylenet.training import TrainConfig
+
+    return TrainConfig(lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, seed=args.seed,
+                       dataset=args.dataset, train_subset=args.train_subset)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="polylenet", description="One LeNet spec, five frameworks.")
+    top.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    shapes = sub.add_parser("shapes", help="d2l's per-layer shape table")
+    shapes.add_argument("--spec", default="lenet5")
+    shapes.add_argument("--backend", default=None, help="read the shapes off the model this backend builds")
+
+    train = sub.add_parser("train", help="run the d2l protocol on one backend")
+    train.add_argument("--backend", default=None)
+    _add_protocol(train)
+    train.add_argument("--out", default=None, help="folder for history.json and per-epoch checkpoints")
+    train.add_argument("--resume", default=None, help="checkpoint to continue from")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--record", action="store_true", help=argparse.SUPPRESS)  # compare's child runs
+
+    compare = sub.add_parser("compare", help="the same protocol on every backend, one report")
+    compare.add_argument("--backends", default="all", help="all, or a comma-separated list")
+    _add_protocol(compare)
+    compare.add_argument("--out", default="runs/compare", help="folder for report.md, report.json and plots")
+    compare.add_argument("--envs", default=None,
+                         help="folder of per-backend virtualenvs (default: $POLYLENET_ENVS, else .tox)")
+    compare.add_argument("--python", action="append", default=[], metavar="BACKEND=PYTHON",
+                         help="the interpreter to run BACKEND with (repeatable)")
+    return top
+
+
+def cmd_shapes(args: argparse.Namespace) -> int:
+    from polylenet.models import build, layer_shapes
+    from polylenet.shapes import format_shape_table, spec_layer_shapes
+    from polylenet.spec import load_spec
+
+    spec = load_spec(args.spec)
+    if args.backend:
+        rows = layer_shapes(build(spec, backend=args.backend))
+        print(f"{spec.name} as built by {args.backend}:")
+    else:
+        rows = spec_layer_shapes(spec)
+        print(f"{spec.name} (inferred from the spec):")
+    print(format_shape_table(rows))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from polylenet.training import train
+
+    out = Path(args.out) if args.out else None
+    history = train(args.spec, backend=args.backend, config=_config(args), data_dir=args.data_dir,
+                    out_dir=out, resume_from=args.resume, progress=False if args.quiet else None)
+    if args.record and out is not None:
+        _record(args, out, history)
+    f = history.final
+    print(f"{history.backend}: loss {f.train_loss:.3f}, train acc {f.train_acc:.3f}, "
+          f"test acc {f.test_acc:.3f}, {f.examples_per_sec:.0f} examples/sec"
+          + (f"; wrote {out}" if out else ""))
+    return 0
+
+
+def _record(args: argparse.Namespace, out: Path, history) -> None:
+    """What compare needs beyond the history: shapes as built, and test-set logits before/after."""
+    from polylenet.atomic import atomic_write
+    from polylenet.checkpoint import load_checkpoint
+    from polylenet.data import load_data
+    from polylenet.models import build, forward, layer_shapes
+    from polylenet.training import to_inputs
+
+    config = _config(args)
+    test = to_inputs(load_data(config.dataset, args.data_dir).test_images)
+    weights, _ = load_checkpoint(out / f"checkpoint-epoch{config.epochs:02d}.npz")
+    initial = build(args.spec, backend=history.backend, seed=config.seed)
+    trained = build(args.spec, backend=history.backend, weights=weights)
+    logits = {name: np.concatenate([forward(m, test[i:i + 1000]) for i in range(0, len(test), 1000)])
+              for name, m in (("initial", initial), ("trained", trained))}
+    buffer = io.BytesIO()
+    np.savez(buffer, **logits)
+    atomic_write(out / "logits.npz", buffer.getvalue())
+    atomic_write(out / "shapes.json", json.dumps(layer_shapes(trained)).encode())
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from polylenet.compare import run_compare
+
+    pythons = dict(item.split("=", 1) for item in args.python)
+    report = run_compare(args.backends, _config(args), spec=args.spec, out=Path(args.out),
+                         envs=args.envs, pythons=pythons, data_dir=args.data_dir)
+    print(f"wrote {report}")
+    return 0
+
+
+COMMANDS = {"shapes": cmd_shapes, "train": cmd_train, "compare": cmd_compare}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (PolylenetError, ValueError, OSError) as exc:
+        if args.debug:
+            raise
+        print(f"polylenet: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("polylenet: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Run the same protocol on several backends, each in its own environment, and gather the results.
+
+The frameworks' numpy pins conflict, so each backend trains in a child process started with the
+interpreter of its own environment (the tox env of that backend, or one given with
+``--python BACKEND=PYTHON``). The child writes its History JSON, shapes and logits; the parent
+only reads files, so it needs no framework at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Mapping, Optional, Union
+
+from polylenet.errors import BackendError
+from polylenet.registry import BUILTIN, available_backends, known_backends
+from polylenet.training import History, TrainConfig
+
+FRAMEWORKS = [name for name in BUILTIN if name != "numpy"]
+
+
+def backend_list(backends: str) -> list[str]:
+    if backends == "all":
+        return list(FRAMEWORKS)
+    names = [b.strip() for b in backends.split(",") if b.strip()]
+    unknown = [b for b in names if b not in known_backends()]
+    if unknown or not names:
+        raise BackendError(f"unknown backend(s) {unknown or backends!r}; known: {', '.join(known_backends())}")
+    return names
+
+
+def find_python(backend: str, envs: Optional[Union[str, os.PathLike]] = None,
+                pythons: Optional[Mapping[str, str]] = None) -> Optional[str]:
+    """The interpreter to train ``backend`` with: given, its tox env's, or this one if it has the framework."""
+    if pythons and backend in pythons:
+        return pythons[backend]
+    folder = Path(envs or os.environ.get("POLYLENET_ENVS") or ".tox") / backend
+    for candidate in (folder / "bin" / "python", folder / "Scripts" / "python.exe"):
+        if candidate.exists():
+            return str(candidate)
+    if backend in available_backends():
+        return sys.executable
+    return None
+
+
+def child_command(python: str, backend: str, spec: str, config: TrainConfig, out: Path,
+                  data_dir: Optional[str]) -> list[str]:
+    cmd = [python, "-m", "polylenet", "train", "--backend", backend, "--spec", spec,
+           "--epochs", str(config.epochs), "--lr", repr(config.lr), "--batch-size", str(config.batch_size),
+           "--seed", str(config.seed), "--dataset", config.dataset, "--out", str(out), "--quiet", "--record"]
+    if config.train_subset is not None:
+        cmd += ["--train-subset", str(config.train_subset)]
+    if data_dir is not None:
+        cmd += ["--data-dir", str(data_dir)]
+    return cmd
+
+
+def run_backend(backend: str, python: Optional[str], spec: str, config: TrainConfig, out: Path,
+                data_dir: Optional[str]) -> dict:
+    """Train one backend in a child process; a result dict with status ok, skipped or failed."""
+    if python is None:
+        return {"status": "skipped",
+                "reason": f"no environment with {backend}; create it with: tox -e {backend} --notest "
+                          f"(or pass --python {backend}=/path/to/python)"}
+    started = time.perf_counter()
+    try:
+        proc = subprocess.run(child_command(python, backend, spec, config, out / backend, data_dir),
+                              capture_output=True, text=True)
+    except OSError as exc:  # the interpreter is missing or not executable
+        return {"status": "failed", "python": python, "error": f"cannot start {python}: {exc.strerror}"}
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+        return {"status": "failed", "python": python, "error": lines[-1] if lines else f"exit {proc.returncode}"}
+    folder = out / backend
+    return {"status": "ok", "python": python, "seconds": time.perf_counter() - started,
+            "history": History.load(folder / "history.json").to_dict(),
+            "shapes": json.loads((folder / "shapes.json").read_text()),
+            "logits": str(folder / "logits.npz")}
+
+
+def run_compare(backends: str = "all", config: Optional[TrainConfig] = None, spec: str = "lenet5",
+                out: Union[str, os.PathLike] = "runs/compare", envs: Optional[str] = None,
+                pythons: Optional[Mapping[str, str]] = None, data_dir: Optional[str] = None,
+                log=print) -> Path:
+    """Train ``spec`` on every backend with the same seed, initial weights and batch order, then
+    write ``report.md``, ``report.json`` and the plots into ``out``; returns the report's path.
+
+    >>> run_compare("torch,tensorflow", TrainConfig(epochs=1))  # doctest: +SKIP
+    PosixPath('runs/compare/report.md')
+    """
+    from polylenet.report import write_report
+
+    config = config or TrainConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for backend in backend_list(backends):
+        python = find_python(backend, envs, pythons)
+        log(f"[{backend}] " + (f"training with {python}" if python else "skipped: no environment"))
+        results[backend] = run_backend(backend, python, spec, config, out, data_dir)
+        result = results[backend]
+        if result["status"] == "ok":
+            final = result["history"]["epochs"][-1]
+            log(f"[{backend}] test acc {final['test_acc']:.3f}, {final['examples_per_sec']:.0f} examples/sec")
+        elif result["status"] == "failed":
+            log(f"[{backend}] failed: {result['error']}")
+    return write_report(out, results, {"spec": spec, **asdict(config)})

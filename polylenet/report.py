@@ -1,0 +1,119 @@
+"""The comparison report: report.md, report.json and PNG plots (matplotlib, drawn off-screen)."""
+
+from __future__ import annotations
+
+import json
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from polylenet.atomic import atomic_write, atomic_write_with
+
+
+def logits_agreement(results: dict[str, dict]) -> dict[str, Any]:
+    """Largest |logit difference| between any two backends on the test set, before and after training."""
+    logits = {}
+    for backend, result in results.items():
+        if result["status"] == "ok":
+            with np.load(result["logits"], allow_pickle=False) as data:
+                logits[backend] = {k: data[k] for k in data.files}
+    summary: dict[str, Any] = {"pairs": []}
+    for a, b in combinations(sorted(logits), 2):
+        summary["pairs"].append({
+            "pair": [a, b],
+            "initial_max_abs_diff": float(np.abs(logits[a]["initial"] - logits[b]["initial"]).max()),
+            "trained_max_abs_diff": float(np.abs(logits[a]["trained"] - logits[b]["trained"]).max()),
+            "trained_prediction_agreement": float(
+                (logits[a]["trained"].argmax(1) == logits[b]["trained"].argmax(1)).mean()),
+        })
+    for key in ("initial_max_abs_diff", "trained_max_abs_diff"):
+        summary[key] = max((p[key] for p in summary["pairs"]), default=None)
+    return summary
+
+
+def _markdown(results: dict[str, dict], settings: dict, agreement: dict) -> str:
+    ok = {b: r for b, r in results.items() if r["status"] == "ok"}
+    lines = [f"# polylenet comparison: {settings['spec']} on {settings['dataset']}", "",
+             f"Protocol: SGD lr {settings['lr']}, batch {settings['batch_size']}, {settings['epochs']} "
+             f"epochs, seed {settings['seed']}"
+             + (f", fixed subset of {settings['train_subset']} training images" if settings.get("train_subset") else "")
+             + "; the same initial weights and batch order on every backend.", "",
+             "| backend | framework version | train loss | train acc | test acc | examples/sec | wall time (s) | peak memory (MB) |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for backend, r in ok.items():
+        h, f = r["history"], r["history"]["epochs"][-1]
+        wall = sum(e["seconds"] for e in h["epochs"])
+        lines.append(f"| {backend} | {h['versions'].get(backend, '?')} | {f['train_loss']:.4f} | "
+                     f"{f['train_acc']:.4f} | {f['test_acc']:.4f} | {f['examples_per_sec']:.0f} | "
+                     f"{wall:.1f} | {h['peak_memory_mb']:.0f} |")
+    for backend, r in results.items():
+        if r["status"] == "skipped":
+            lines.append(f"| {backend} | skipped: {r['reason']} | | | | | | |")
+        elif r["status"] == "failed":
+            lines.append(f"| {backend} | **failed**: {r['error']} | | | | | | |")
+    if agreement["pairs"]:
+        lines += ["", "## Do the backends compute the same numbers?", "",
+                  f"Largest difference between any two backends' logits on the {settings['dataset']} "
+                  f"test set: **{agreement['initial_max_abs_diff']:.2e}** with the shared initial weights, "
+                  f"{agreement['trained_max_abs_diff']:.2e} after training (each backend's float32 "
+                  "rounding, compounded over every SGD step).", "",
+                  "| pair | initial weights | after training | same prediction after training |",
+                  "| --- | ---: | ---: | ---: |"]
+        for p in agreement["pairs"]:
+            lines.append(f"| {p['pair'][0]} / {p['pair'][1]} | {p['initial_max_abs_diff']:.2e} | "
+                         f"{p['trained_max_abs_diff']:.2e} | {p['trained_prediction_agreement']:.2%} |")
+    if ok:
+        names = list(ok)
+        rows = [r["shapes"] for r in ok.values()]
+        lines += ["", "## Per-layer output shapes (NCHW, batch of 1), as each backend built the model", "",
+                  "| layer | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
+        for i, (layer, _) in enumerate(rows[0]):
+            lines.append(f"| {layer} | " + " | ".join(str(tuple(r[i][1])) for r in rows) + " |")
+        lines += ["", "![training curves](curves.png)", "", "![throughput](throughput.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def _plots(out: Path, results: dict[str, dict]) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = {b: r["history"] for b, r in results.items() if r["status"] == "ok"}
+    if not ok:
+        return []
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for ax, key, title in zip(axes, ("train_loss", "train_acc", "test_acc"),
+                              ("train loss", "train accuracy", "test accuracy")):
+        for backend, h in ok.items():
+            ax.plot([e["epoch"] for e in h["epochs"]], [e[key] for e in h["epochs"]], marker="o",
+                    markersize=3, label=backend)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    atomic_write_with(out / "curves.png", lambda f: fig.savefig(f, format="png", dpi=110))
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    speeds = [np.mean([e["examples_per_sec"] for e in h["epochs"]]) for h in ok.values()]
+    bars = ax.bar(list(ok), speeds, color="tab:blue")
+    ax.bar_label(bars, labels=[f"{s:.0f}" for s in speeds])
+    ax.set_ylabel("training examples / second")
+    ax.set_title("throughput (mean over epochs)")
+    fig.tight_layout()
+    atomic_write_with(out / "throughput.png", lambda f: fig.savefig(f, format="png", dpi=110))
+    plt.close(fig)
+    return ["curves.png", "throughput.png"]
+
+
+def write_report(out: Path, results: dict[str, dict], settings: dict) -> Path:
+    """Write report.md, report.json and the plots into ``out``; returns report.md's path."""
+    agreement = logits_agreement(results)
+    plots = _plots(out, results)
+    report = {"settings": settings, "results": results, "logits": agreement, "plots": plots}
+    atomic_write(out / "report.json", (json.dumps(report, indent=2) + "\n").encode())
+    return atomic_write(out / "report.md", _markdown(results, settings, agreement).encode())

@@ -1,0 +1,87 @@
+"""The command line: one clear line per error, the shapes table, and compare end to end."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from polylenet.cli import main
+from test_data import make_dataset
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "polylenet", *args], capture_output=True, text=True)
+
+
+def test_shapes_table(capsys):
+    assert main(["shapes", "--spec", "lenet-classic"]) == 0
+    out = capsys.readouterr().out
+    assert "flatten1  output shape: (1, 256)" in out and "dense3    output shape: (1, 10)" in out
+    assert main(["shapes", "--backend", "numpy"]) == 0
+    assert "as built by numpy" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["shapes", "--backend", "caffe"], "unknown backend 'caffe'; known backends: numpy, torch"),
+    (["shapes", "--spec", "lenet9"], "unknown spec 'lenet9'"),
+    (["train", "--backend", "numpy", "--data-dir", "/nonexistent", "--dataset", "mnist"], "Put the four files"),
+])
+def test_errors_are_one_line_without_traceback(args, message, monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("POLYLENET_DATA", raising=False)
+    result = run(*args)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("polylenet: error:") and message in result.stderr
+
+
+def test_bad_spec_file_names_the_layer(tmp_path):
+    bad = tmp_path / "net.json"
+    bad.write_text(json.dumps({"layers": [{"type": "conv2d", "out_channels": 4, "kernel": 3},
+                                          {"type": "activation", "fn": "gelu"}, {"type": "flatten"},
+                                          {"type": "dense", "units": 10}]}))
+    result = run("shapes", "--spec", str(bad))
+    assert result.returncode == 2 and "layer 1 (act1, activation)" in result.stderr and "'gelu'" in result.stderr
+    assert "Traceback" in run("--debug", "shapes", "--spec", str(bad)).stderr
+
+
+@pytest.mark.parametrize("name", ["torch", "tensorflow", "mxnet", "paddle", "mindspore"])
+def test_missing_framework_says_how_to_install(name):
+    import polylenet
+    if name in polylenet.available_backends():
+        pytest.skip(f"{name} is installed here")
+    result = run("shapes", "--backend", name)
+    assert result.returncode == 2 and f'pip install "polylenet[{name}]"' in result.stderr
+
+
+def test_train_writes_history_and_checkpoints(tmp_path):
+    make_dataset(tmp_path / "data" / "fashion-mnist", train=48, test=16)
+    out = tmp_path / "run"
+    result = run("train", "--backend", "numpy", "--epochs", "2", "--batch-size", "16", "--lr", "0.1",
+                 "--data-dir", str(tmp_path / "data"), "--out", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "numpy: loss" in result.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-epoch01.npz", "checkpoint-epoch02.npz", "history.json"]
+
+
+def test_compare_runs_children_and_reports(tmp_path):
+    pytest.importorskip("matplotlib")
+    make_dataset(tmp_path / "data" / "fashion-mnist", train=48, test=16)
+    out = tmp_path / "cmp"
+    result = run("compare", "--backends", "numpy,torch", "--epochs", "2", "--batch-size", "16",
+                 "--data-dir", str(tmp_path / "data"), "--out", str(out), "--envs", str(tmp_path / "no-envs"),
+                 "--python", "torch=" + str(tmp_path / "missing-python"))
+    assert result.returncode == 0, result.stderr
+    report = (out / "report.md").read_text()
+    assert "| numpy |" in report and "| torch | **failed**" in report
+    assert {"curves.png", "throughput.png", "report.json"} <= {p.name for p in out.iterdir()}
+    data = json.loads((out / "report.json").read_text())
+    assert data["results"]["numpy"]["status"] == "ok" and len(data["results"]["numpy"]["history"]["epochs"]) == 2
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compare_reports_missing_environment(tmp_path):
+    from polylenet.compare import run_backend
+    result = run_backend("mxnet", None, "lenet5", None, tmp_path, None)
+    assert result["status"] == "skipped" and "tox -e mxnet --notest" in result["reason"]
