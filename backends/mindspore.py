@@ -112,7 +112,7 @@ def loss_and_grads(model, x, y):
     return float(loss.asnumpy()), {p.name: g.asnumpy() for p, g in zip(params, grads)}
 
 
-def trainer(model, lr):
+def trainer(model, lr, compiled=True):
     optimizer = nn.SGD(model.trainable_params(), learning_rate=lr)
     grad_fn = ms.value_and_grad(_loss_fn(model), None, optimizer.parameters, has_aux=True)
 

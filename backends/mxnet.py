@@ -81,8 +81,10 @@ def loss_and_grads(model, x, y):
     return float(loss.asscalar()), {key: param.grad().asnumpy() for key, param in _parameters(model)}
 
 
-def trainer(model, lr):
+def trainer(model, lr, compiled=True):
     sgd = gluon.Trainer(model.collect_params(), "sgd", {"learning_rate": lr})
+    # hybridize() compiles the whole network into one cached graph (forward and backward).
+    model.hybridize(active=compiled)
 
     def step(x, y):
         labels = mx.nd.array(y)

@@ -39,7 +39,7 @@ def loss_and_grads(model, x, y):
     return model.loss_and_grads(x, y)
 
 
-def trainer(model, lr):
+def trainer(model, lr, compiled=True):  # the reference is always eager
     def step(x, y):
         return model.sgd_step(x, y, lr)
 

@@ -86,7 +86,7 @@ def loss_and_grads(model, x, y):
                          for key, param in model.named_parameters()}
 
 
-def trainer(model, lr):
+def trainer(model, lr, compiled=True):
     optimizer = paddle.optimizer.SGD(learning_rate=lr, parameters=model.parameters())
 
     def step(x, y):

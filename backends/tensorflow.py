@@ -146,10 +146,9 @@ def loss_and_grads(model, x, y):
                          for k, layout, g in zip(keys, layouts, grads)}
 
 
-def trainer(model, lr):
+def trainer(model, lr, compiled=True):
     optimizer = keras.optimizers.SGD(learning_rate=lr)
 
-    @tf.function
     def train_step(x, y):
         with tf.GradientTape() as tape:
             logits = model(x, training=True)
@@ -157,6 +156,9 @@ def trainer(model, lr):
         optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables),
                                       model.trainable_variables))
         return loss, tf.reduce_sum(tf.cast(tf.argmax(logits, axis=1, output_type=tf.int32) == y, tf.int32))
+
+    if compiled:
+        train_step = tf.function(train_step)
 
     def step(x, y):
         loss, correct = train_step(_nhwc(x), tf.constant(y))

@@ -69,7 +69,7 @@ def loss_and_grads(model, x, y):
     return loss.item(), {k: p.grad.numpy().copy() for k, p in model.named_parameters()}
 
 
-def trainer(model, lr):
+def trainer(model, lr, compiled=True):
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
 
     def step(x, y):

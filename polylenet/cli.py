@@ -29,13 +29,14 @@ def _add_protocol(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default=d.dataset, choices=["fashion-mnist", "mnist"])
     p.add_argument("--train-subset", type=int, default=None, help="train on a fixed random subset of N images")
     p.add_argument("--data-dir", default=None, help="folder holding fashion-mnist/ (or the four files)")
+    p.add_argument("--eager", action="store_true", help="no compiled steps (tf.function, hybridize): for debugging")
 
 
 def _config(args: argparse.Namespace):
     from polylenet.training import TrainConfig
 
     return TrainConfig(lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, seed=args.seed,
-                       dataset=args.dataset, train_subset=args.train_subset)
+                       dataset=args.dataset, train_subset=args.train_subset, compiled=not args.eager)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -57,6 +57,8 @@ def child_command(python: str, backend: str, spec: str, config: TrainConfig, out
         cmd += ["--train-subset", str(config.train_subset)]
     if data_dir is not None:
         cmd += ["--data-dir", str(data_dir)]
+    if not config.compiled:
+        cmd.append("--eager")
     return cmd
 
 
@@ -86,7 +88,7 @@ def run_backend(backend: str, python: Optional[str], spec: str, config: TrainCon
 def run_compare(backends: str = "all", config: Optional[TrainConfig] = None, spec: str = "lenet5",
                 out: Union[str, os.PathLike] = "runs/compare", envs: Optional[str] = None,
                 pythons: Optional[Mapping[str, str]] = None, data_dir: Optional[str] = None,
-                log=print) -> Path:
+                log=lambda line: print(line, flush=True)) -> Path:
     """Train ``spec`` on every backend with the same seed, initial weights and batch order, then
     write ``report.md``, ``report.json`` and the plots into ``out``; returns the report's path.
 

@@ -95,12 +95,14 @@ def loss_and_grads(model: Any, x: np.ndarray, y: np.ndarray) -> tuple[float, Wei
     return adapter.loss_and_grads(model, _batch(spec, x), np.asarray(y, np.int32))
 
 
-def trainer(model: Any, lr: float) -> Callable[[np.ndarray, np.ndarray], tuple[float, int]]:
+def trainer(model: Any, lr: float, compiled: bool = True) -> Callable[[np.ndarray, np.ndarray], tuple[float, int]]:
     """A minibatch SGD step with the framework's own optimizer.
 
     ``step(x, y) -> (mean loss, number of correct predictions)`` for the batch, as d2l's
     ``train_ch6`` accumulates them; the predictions are those the step computed its loss on.
+    ``compiled`` uses the framework's compiled step where it is faster (``tf.function``, Gluon
+    ``hybridize``); ``compiled=False`` keeps every op eager, for debugging.
     """
     adapter, spec = _adapter(model)
-    step = adapter.trainer(model, lr)
+    step = adapter.trainer(model, lr, compiled)
     return lambda x, y: step(_batch(spec, x), np.asarray(y, np.int32))

@@ -37,7 +37,8 @@ class TrainConfig:
     Xavier-uniform init from ``init_weights(seed)``, pixels scaled to [0, 1].
 
     ``train_subset``/``test_subset`` take a fixed random subset of that many examples (for quick
-    runs); ``max_steps`` stops after that many SGD steps.
+    runs); ``max_steps`` stops after that many SGD steps; ``compiled=False`` runs every backend
+    eagerly (no ``tf.function``, no Gluon ``hybridize``) for debugging.
     """
 
     lr: float = 0.9
@@ -49,6 +50,7 @@ class TrainConfig:
     test_subset: Optional[int] = None
     max_steps: Optional[int] = None
     eval_batch_size: int = 1000
+    compiled: bool = True  # the framework's compiled step where it has one; False for eager debugging
 
 
 @dataclass
@@ -168,7 +170,7 @@ def train(spec: Union[Spec, str] = "lenet5", backend: Optional[str] = None,
         _check_resume(meta, spec, name, config, resume_from)
         start_epoch, history = meta["epoch"], History.from_dict(meta["history"])
     model = build(spec, backend=name, weights=weights, seed=config.seed)
-    step = trainer(model, config.lr)
+    step = trainer(model, config.lr, compiled=config.compiled)
     history = history or History(name, spec.to_dict(), asdict(config), _versions(name))
 
     data = data or load_data(config.dataset, data_dir)

@@ -2,6 +2,7 @@
 the NumPy reference, given the same neutral weights and batches."""
 
 import numpy as np
+import pytest
 
 import polylenet
 from cases import batches, conformance_weights, relative_error
@@ -38,11 +39,12 @@ def test_loss_and_gradients_match_reference(backend, spec):
         assert relative_error(grads[key], ref_grads[key]) <= 1e-4, key
 
 
-def test_three_sgd_steps_match_reference(backend, spec):
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "eager"])
+def test_three_sgd_steps_match_reference(backend, spec, compiled):
     weights = conformance_weights(spec)
     model = polylenet.build(spec, backend=backend, weights=weights)
     ref = reference(spec, weights)
-    step, ref_step = polylenet.trainer(model, lr=0.9), polylenet.trainer(ref, lr=0.9)
+    step, ref_step = polylenet.trainer(model, lr=0.9, compiled=compiled), polylenet.trainer(ref, lr=0.9)
     for x, y in batches(spec, count=3):
         (loss, correct), (ref_loss, ref_correct) = step(x, y), ref_step(x, y)
         assert abs(loss - ref_loss) <= 1e-4 * abs(ref_loss)

@@ -1,0 +1,192 @@
+"""d2l's LeNet chapter, one framework at a time, in plain framework code as the book has it:
+the chapter's ``net``, Xavier init, the framework's own data pipeline and ``train_ch6``'s loop
+(SGD, cross-entropy, per-batch loss/accuracy accumulation). No polylenet code runs in here.
+
+Each ``train_<backend>(x, y, epochs, lr, batch_size)`` takes NCHW float32 images in [0, 1] and
+int labels, and returns the seconds spent in the training loops (evaluation excluded).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+
+def train_torch(x, y, epochs, lr, batch_size):
+    import torch
+    from torch import nn
+
+    net = nn.Sequential(
+        nn.Conv2d(1, 6, kernel_size=5, padding=2), nn.Sigmoid(),
+        nn.AvgPool2d(kernel_size=2, stride=2),
+        nn.Conv2d(6, 16, kernel_size=5), nn.Sigmoid(),
+        nn.AvgPool2d(kernel_size=2, stride=2),
+        nn.Flatten(),
+        nn.Linear(16 * 5 * 5, 120), nn.Sigmoid(),
+        nn.Linear(120, 84), nn.Sigmoid(),
+        nn.Linear(84, 10))
+
+    def init_weights(m):
+        if type(m) == nn.Linear or type(m) == nn.Conv2d:
+            nn.init.xavier_uniform_(m.weight)
+
+    net.apply(init_weights)
+    train_iter = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y).long()),
+        batch_size, shuffle=True)
+    optimizer = torch.optim.SGD(net.parameters(), lr=lr)
+    loss = nn.CrossEntropyLoss()
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        metric = np.zeros(3)
+        net.train()
+        for X, y_ in train_iter:
+            optimizer.zero_grad()
+            y_hat = net(X)
+            l = loss(y_hat, y_)
+            l.backward()
+            optimizer.step()
+            with torch.no_grad():
+                metric += (float(l) * X.shape[0], float((y_hat.argmax(1) == y_).sum()), X.shape[0])
+    return time.perf_counter() - start
+
+
+def train_tensorflow(x, y, epochs, lr, batch_size):
+    import os
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    net = tf.keras.models.Sequential([
+        tf.keras.layers.Conv2D(filters=6, kernel_size=5, activation="sigmoid", padding="same"),
+        tf.keras.layers.AvgPool2D(pool_size=2, strides=2),
+        tf.keras.layers.Conv2D(filters=16, kernel_size=5, activation="sigmoid"),
+        tf.keras.layers.AvgPool2D(pool_size=2, strides=2),
+        tf.keras.layers.Flatten(),
+        tf.keras.layers.Dense(120, activation="sigmoid"),
+        tf.keras.layers.Dense(84, activation="sigmoid"),
+        tf.keras.layers.Dense(10)])
+    train_iter = tf.data.Dataset.from_tensor_slices((x.transpose(0, 2, 3, 1), y)).shuffle(len(x)).batch(batch_size)
+    net.compile(optimizer=tf.keras.optimizers.SGD(learning_rate=lr),
+                loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=["accuracy"])
+    start = time.perf_counter()
+    net.fit(train_iter, epochs=epochs, verbose=0)
+    return time.perf_counter() - start
+
+
+def train_mxnet(x, y, epochs, lr, batch_size):
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from mxnet import autograd, gluon, init
+        from mxnet.gluon import nn
+
+    net = nn.Sequential()
+    net.add(nn.Conv2D(channels=6, kernel_size=5, padding=2, activation="sigmoid"),
+            nn.AvgPool2D(pool_size=2, strides=2),
+            nn.Conv2D(channels=16, kernel_size=5, activation="sigmoid"),
+            nn.AvgPool2D(pool_size=2, strides=2),
+            nn.Dense(120, activation="sigmoid"),
+            nn.Dense(84, activation="sigmoid"),
+            nn.Dense(10))
+    net.initialize(force_reinit=True, init=init.Xavier())
+    train_iter = gluon.data.DataLoader(gluon.data.ArrayDataset(x, y.astype(np.float32)), batch_size, shuffle=True)
+    loss = gluon.loss.SoftmaxCrossEntropyLoss()
+    trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": lr})
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        metric = np.zeros(3)
+        for X, y_ in train_iter:
+            with autograd.record():
+                y_hat = net(X)
+                l = loss(y_hat, y_)
+            l.backward()
+            trainer.step(X.shape[0])
+            metric += (float(l.sum().asscalar()), float((y_hat.argmax(axis=1) == y_).sum().asscalar()), X.shape[0])
+    return time.perf_counter() - start
+
+
+def train_paddle(x, y, epochs, lr, batch_size):
+    import warnings
+    warnings.filterwarnings("ignore", message="No ccache found")
+    import paddle
+    from paddle import nn
+
+    paddle.set_device("cpu")
+    net = nn.Sequential(
+        nn.Conv2D(in_channels=1, out_channels=6, kernel_size=5, padding=2), nn.Sigmoid(),
+        nn.AvgPool2D(kernel_size=2, stride=2),
+        nn.Conv2D(in_channels=6, out_channels=16, kernel_size=5), nn.Sigmoid(),
+        nn.AvgPool2D(kernel_size=2, stride=2),
+        nn.Flatten(),
+        nn.Linear(in_features=16 * 5 * 5, out_features=120), nn.Sigmoid(),
+        nn.Linear(120, 84), nn.Sigmoid(),
+        nn.Linear(84, 10))
+
+    def init_weights(m):
+        if type(m) == nn.Linear or type(m) == nn.Conv2D:
+            nn.initializer.XavierUniform(m.weight)
+
+    net.apply(init_weights)
+    train_iter = paddle.io.DataLoader(
+        paddle.io.TensorDataset([paddle.to_tensor(x), paddle.to_tensor(y.astype(np.int64))]),
+        batch_size=batch_size, shuffle=True, return_list=True)
+    optimizer = paddle.optimizer.SGD(learning_rate=lr, parameters=net.parameters())
+    loss = nn.CrossEntropyLoss()
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        metric = np.zeros(3)
+        net.train()
+        for X, y_ in train_iter:
+            optimizer.clear_grad()
+            y_hat = net(X)
+            l = loss(y_hat, y_)
+            l.backward()
+            optimizer.step()
+            with paddle.no_grad():
+                metric += (float(l) * X.shape[0], float((y_hat.argmax(1) == y_.flatten()).sum()), X.shape[0])
+    return time.perf_counter() - start
+
+
+def train_mindspore(x, y, epochs, lr, batch_size):
+    import os
+    os.environ.setdefault("GLOG_v", "3")
+    import mindspore as ms
+    import mindspore.dataset as ds
+    from mindspore import nn
+    from mindspore.common.initializer import XavierUniform
+
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    ms.set_device("CPU")
+    net = nn.SequentialCell(
+        nn.Conv2d(1, 6, kernel_size=5, pad_mode="pad", padding=2, has_bias=True, weight_init=XavierUniform()),
+        nn.Sigmoid(), nn.AvgPool2d(kernel_size=2, stride=2),
+        nn.Conv2d(6, 16, kernel_size=5, pad_mode="valid", has_bias=True, weight_init=XavierUniform()),
+        nn.Sigmoid(), nn.AvgPool2d(kernel_size=2, stride=2),
+        nn.Flatten(),
+        nn.Dense(16 * 5 * 5, 120, weight_init=XavierUniform()), nn.Sigmoid(),
+        nn.Dense(120, 84, weight_init=XavierUniform()), nn.Sigmoid(),
+        nn.Dense(84, 10, weight_init=XavierUniform()))
+    train_iter = ds.NumpySlicesDataset((x, y.astype(np.int32)), ["X", "y"], shuffle=True).batch(batch_size)
+    loss = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
+    optimizer = nn.SGD(net.trainable_params(), learning_rate=lr)
+
+    def forward_fn(X, y_):
+        y_hat = net(X)
+        return loss(y_hat, y_), y_hat
+
+    grad_fn = ms.value_and_grad(forward_fn, None, optimizer.parameters, has_aux=True)
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        metric = np.zeros(3)
+        net.set_train()
+        for X, y_ in train_iter.create_tuple_iterator():
+            (l, y_hat), grads = grad_fn(X, y_)
+            optimizer(grads)
+            metric += (float(l.asnumpy()) * X.shape[0], float((y_hat.argmax(1) == y_).sum().asnumpy()), X.shape[0])
+    return time.perf_counter() - start
+
+
+LOOPS = {"torch": train_torch, "tensorflow": train_tensorflow, "mxnet": train_mxnet,
+         "paddle": train_paddle, "mindspore": train_mindspore}

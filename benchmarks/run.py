@@ -1,0 +1,111 @@
+"""Benchmark: d2l's own training loop (a) against polylenet.train (b), per backend.
+
+Same data (Fashion-MNIST), same batch size 256, same epochs, CPU. Every measurement runs in a
+fresh child process started with the backend's own environment (tox's ``.tox/<backend>``, as
+``polylenet compare`` finds it), so each peak-memory figure is that run's alone.
+
+    python benchmarks/run.py                      # all five backends, 1 epoch
+    python benchmarks/run.py --backends torch,mxnet --epochs 2 --eager
+
+Prints a table: examples/sec of (a) and (b), the ratio (b)/(a), and peak memory (RSS) of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def child(args: argparse.Namespace) -> None:
+    sys.path.insert(0, str(HERE.parent))  # measure this checkout's polylenet, not an installed copy
+    import polylenet
+    from polylenet.training import TrainConfig, fixed_subset, to_inputs
+
+    data = polylenet.load_data("fashion-mnist", args.data_dir)
+    config = TrainConfig(epochs=args.epochs, train_subset=args.train_subset, test_subset=1000,
+                         compiled=not args.eager)
+    if args.child == "d2l":
+        sys.path.insert(0, str(HERE))
+        from d2l_loops import LOOPS
+
+        idx = fixed_subset(len(data.train_labels), args.train_subset)
+        x, y = to_inputs(data.train_images[idx]), data.train_labels[idx]
+        seconds = LOOPS[args.backend](x, y, args.epochs, config.lr, config.batch_size)
+        examples = len(x) * args.epochs
+    else:
+        history = polylenet.train("lenet5", backend=args.backend, config=config, data=data, progress=False)
+        examples = sum(len(fixed_subset(len(data.train_labels), args.train_subset)) for _ in history.epochs)
+        seconds = sum(len(fixed_subset(len(data.train_labels), args.train_subset)) / e.examples_per_sec
+                      for e in history.epochs)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    print(json.dumps({"examples_per_sec": examples / seconds, "seconds": seconds, "peak_mb": peak}))
+
+
+def measure(python: str, which: str, backend: str, args: argparse.Namespace) -> dict:
+    cmd = [python, str(Path(__file__).resolve()), "--child", which, "--backend", backend,
+           "--epochs", str(args.epochs)]
+    if args.train_subset:
+        cmd += ["--train-subset", str(args.train_subset)]
+    if args.data_dir:
+        cmd += ["--data-dir", args.data_dir]
+    if args.eager:
+        cmd.append("--eager")
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        return {"error": lines[-1] if lines else f"exit {proc.returncode}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backends", default="all")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--train-subset", type=int, default=None)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--eager", action="store_true", help="polylenet without compiled steps")
+    parser.add_argument("--envs", default=None, help="folder of per-backend envs (default .tox)")
+    parser.add_argument("--json", default=None, help="also write the figures to this file")
+    parser.add_argument("--child", choices=["d2l", "polylenet"], help=argparse.SUPPRESS)
+    parser.add_argument("--backend", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args)
+
+    from polylenet.compare import backend_list, find_python
+
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"Python {platform.python_version()}; Fashion-MNIST, lenet5, batch 256, {args.epochs} epoch(s)"
+          + (f" on {args.train_subset} images" if args.train_subset else "")
+          + ("; polylenet eager" if args.eager else "; polylenet compiled steps"), flush=True)
+    header = f"{'backend':<11} {'d2l ex/s':>9} {'polylenet ex/s':>15} {'ratio':>6} {'d2l MB':>7} {'polylenet MB':>13}"
+    rows = {}
+    print(header + "\n" + "-" * len(header), flush=True)
+    for backend in backend_list(args.backends):
+        python = find_python(backend, args.envs)
+        if python is None:
+            print(f"{backend:<11} skipped: no environment (tox -e {backend} --notest)", flush=True)
+            continue
+        a, b = measure(python, "d2l", backend, args), measure(python, "polylenet", backend, args)
+        rows[backend] = {"d2l": a, "polylenet": b}
+        if "error" in a or "error" in b:
+            print(f"{backend:<11} failed: {a.get('error') or b.get('error')}", flush=True)
+            continue
+        ratio = b["examples_per_sec"] / a["examples_per_sec"]
+        rows[backend]["ratio"] = ratio
+        print(f"{backend:<11} {a['examples_per_sec']:>9.0f} {b['examples_per_sec']:>15.0f} {ratio:>6.2f} "
+              f"{a['peak_mb']:>7.0f} {b['peak_mb']:>13.0f}", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
