@@ -25,6 +25,12 @@ def _backends():
 
 BACKENDS = _backends()
 VARIANTS = sorted(polylenet.VARIANTS)
+# Beyond LeNet: a rectangular two-channel input, a strided padded conv, tanh and an overlapping
+# max-pool, so each adapter's general path (not only the variants' shapes) is checked.
+EDGE = polylenet.Spec("edge", (
+    polylenet.conv2d(3, 3, stride=2, padding=1), polylenet.activation("tanh"),
+    polylenet.pool2d("max", 3, 2), polylenet.flatten(), polylenet.dense(16),
+    polylenet.activation("relu"), polylenet.dense(10)), input_shape=(2, 12, 10))
 
 
 @pytest.fixture(params=BACKENDS)
@@ -32,9 +38,9 @@ def backend(request):
     return request.param
 
 
-@pytest.fixture(params=VARIANTS)
+@pytest.fixture(params=VARIANTS + ["edge"])
 def spec(request):
-    return polylenet.load_spec(request.param)
+    return EDGE if request.param == "edge" else polylenet.load_spec(request.param)
 
 
 
