@@ -6,6 +6,7 @@ fresh child process started with the backend's own environment (tox's ``.tox/<ba
 
     python benchmarks/run.py                      # all five backends, 1 epoch
     python benchmarks/run.py --backends torch,mxnet --epochs 2 --eager
+    POLYLENET_DATA=../shared/data python benchmarks/run.py   # data beside the checkout
 
 Prints a table: examples/sec of (a) and (b), the ratio (b)/(a), and peak memory (RSS) of each.
 """
@@ -22,10 +23,10 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # this checkout's polylenet (its core needs only numpy)
 
 
 def child(args: argparse.Namespace) -> None:
-    sys.path.insert(0, str(HERE.parent))  # measure this checkout's polylenet, not an installed copy
     import polylenet
     from polylenet.training import TrainConfig, fixed_subset, to_inputs
 
@@ -81,6 +82,12 @@ def main() -> None:
         return child(args)
 
     from polylenet.compare import backend_list, find_python
+    from polylenet.data import DataError, load_data
+
+    try:  # find the data once, here, so every child reads the same files
+        args.data_dir = str(load_data("fashion-mnist", args.data_dir).source)
+    except DataError as exc:
+        sys.exit(f"benchmark: {exc}")
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}; Fashion-MNIST, lenet5, batch 256, {args.epochs} epoch(s)"
