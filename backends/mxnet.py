@@ -68,7 +68,7 @@ def forward(model, x):
 def layer_shapes(model):
     x = mx.nd.zeros((1, *model.polylenet_spec.input_shape))
     shapes = []
-    for block, name in zip(model, model.polylenet_spec.layer_names()):
+    for block in model:
         x = block(x)
         shapes.append((block.prefix.rstrip("_"), x.shape))
     return shapes

@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 
 import polylenet
-from cases import batches, conformance_weights
-from conftest import BACKENDS, VARIANTS
+from cases import BACKENDS, VARIANTS, batches, conformance_weights
 from polylenet.atomic import atomic_write
 
 EXCHANGE = os.environ.get("POLYLENET_EXCHANGE_DIR")
