@@ -5,6 +5,7 @@ POLYLENET_TEST_BACKENDS (comma-separated) narrows the backends, as each tox env 
 
 import pytest
 
+import polylenet
 from cases import BACKENDS, EDGE, VARIANTS
 
 
