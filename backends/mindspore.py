@@ -12,18 +12,20 @@ import mindspore as ms  # noqa: E402
 import numpy as np  # noqa: E402
 from mindspore import nn, ops  # noqa: E402
 
-from polylenet.shapes import layer_table  # noqa: E402
-from polylenet.spec import Activation, Conv2D, Dense, Flatten, Pool2D  # noqa: E402
+from polylenet.layers import (Activation, BatchNorm, Conv2D, Dense, Flatten, Pool2D,  # noqa: E402
+                              unsupported_layer)
+from polylenet.shapes import is_state, layer_table, param_shapes  # noqa: E402
 
 NAME = "mindspore"
-_ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh}
+CAPABILITIES = frozenset({"inference", "training"})
+_ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": lambda: ExactTanh()}
 _POOLS = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}
 _loss = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
 
 ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
 
 
-class Conv2d(nn.Cell):
+class Im2colConv2d(nn.Cell):
     """nn.Conv2d's maths (weight (out, in, kh, kw), bias, zero padding) as one gather (im2col)
     and one 2-D matmul. MindSpore 2.10's CPU Conv2d kernel takes ~300 ms for one 256-image
     LeNet convolution on a 2-core x86 CPU, whatever the thread settings; this takes ~10 ms.
@@ -56,6 +58,40 @@ class Conv2d(nn.Cell):
         return y.reshape(n, *self.out_hw, -1).transpose(0, 3, 1, 2)
 
 
+class ExactTanh(nn.Cell):
+    """tanh to float32 rounding. MindSpore 2.10's CPU Tanh kernel is an approximation that is off
+    by up to 1e-4 for |x| in 4..6 (tanh(5) comes out 1.0000098, above 1); this is
+    tanh(|x|) = -expm1(-2|x|) / (expm1(-2|x|) + 2), odd-extended, within 1.5e-7 on [-50, 50]."""
+
+    def construct(self, x):
+        sign = ops.stop_gradient(ops.where(x >= 0, 1.0, -1.0))
+        e = ops.expm1(-2.0 * x * sign)
+        return sign * (-e / (e + 2.0))
+
+
+class BiasedRunningVar:
+    """Mixed into nn.BatchNorm1d/2d: MindSpore 2.10's CPU BatchNorm kernel updates the moving
+    variance with the unbiased batch variance (n/(n-1) times the biased one it normalizes
+    with); take the difference back so it follows the biased one, as d2l's ``batch_norm`` does.
+    (``self.momentum`` is MindSpore's internal 1 - momentum: the weight of the new batch.)"""
+
+    def construct(self, x):
+        y = super().construct(x)
+        if self.training:
+            n = x.size // x.shape[1]
+            var = ops.stop_gradient(x).var(axis=(0, 2, 3) if x.ndim == 4 else 0, ddof=0)
+            ops.assign_sub(self.moving_variance, self.momentum * var / max(n - 1, 1))
+        return y
+
+
+class BatchNorm1dBiasedRunningVar(BiasedRunningVar, nn.BatchNorm1d):
+    pass
+
+
+class BatchNorm2dBiasedRunningVar(BiasedRunningVar, nn.BatchNorm2d):
+    pass
+
+
 def version() -> str:
     return ms.__version__
 
@@ -64,7 +100,7 @@ def build(spec):
     layers = OrderedDict()
     for name, layer, in_shape, _ in layer_table(spec):
         if isinstance(layer, Conv2D):
-            layers[name] = Conv2d(in_shape[1], layer.out_channels, layer.kernel,
+            layers[name] = Im2colConv2d(in_shape[1], layer.out_channels, layer.kernel,
                                   stride=layer.stride, padding=layer.padding, in_hw=in_shape[2:])
         elif isinstance(layer, Pool2D):
             layers[name] = _POOLS[layer.kind](kernel_size=layer.size, stride=layer.stride,
@@ -75,25 +111,46 @@ def build(spec):
             layers[name] = nn.Flatten()
         elif isinstance(layer, Dense):
             layers[name] = nn.Dense(in_shape[1], layer.units)
+        elif isinstance(layer, BatchNorm):  # MindSpore's momentum is the neutral one
+            norm = BatchNorm2dBiasedRunningVar if len(in_shape) == 4 else BatchNorm1dBiasedRunningVar
+            layers[name] = norm(in_shape[1], eps=layer.eps, momentum=layer.momentum)
+        else:
+            raise unsupported_layer(NAME, name, layer)
     return nn.SequentialCell(layers)
 
 
-def set_weights(model, weights):
-    # MindSpore's layouts are the neutral ones: Conv2d (out, in, kh, kw), Dense (out, in).
-    for param in model.trainable_params():
-        param.set_data(ms.Tensor(weights[param.name].copy()))
+_MINDSPORE_BN_NAMES = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean",
+                       "running_var": "moving_variance"}
 
 
-def get_weights(model):
-    return {param.name: param.asnumpy().copy() for param in model.trainable_params()}
+def _parameters(model, spec):
+    """(key, Parameter) for every neutral array. MindSpore's layouts are the neutral ones:
+    Conv2d (out, in, kh, kw), Dense (out, in); BatchNorm names its arrays gamma, beta,
+    moving_mean, moving_variance."""
+    cells = model.name_cells()
+    for key in param_shapes(spec):
+        layer, attr = key.split(".")
+        native = _MINDSPORE_BN_NAMES[attr] if layer.startswith("bn") else attr
+        yield key, getattr(cells[layer], native)
 
 
-def forward(model, x):
+def set_weights(model, spec, weights):
+    for key, param in _parameters(model, spec):
+        param.set_data(ms.Tensor(weights[key].copy()))
+
+
+def get_weights(model, spec):
+    return {key: param.asnumpy().copy() for key, param in _parameters(model, spec)}
+
+
+def forward(model, spec, x):
+    model.set_train(False)
     return model(ms.Tensor(x)).asnumpy()
 
 
-def layer_shapes(model):
-    x = ms.Tensor(np.zeros((1, *model.polylenet_spec.input_shape), np.float32))
+def layer_shapes(model, spec):
+    model.set_train(False)
+    x = ms.Tensor(np.zeros((1, *spec.input_shape), np.float32))
     shapes = []
     for name, cell in model.name_cells().items():
         x = cell(x)
@@ -109,18 +166,20 @@ def _loss_fn(model):
     return loss_fn
 
 
-def loss_and_grads(model, x, y):
-    params = model.trainable_params()
-    (loss, _), grads = ms.value_and_grad(_loss_fn(model), None, params, has_aux=True)(
+def loss_and_grads(model, spec, x, y):
+    model.set_train(True)
+    keys, params = zip(*((k, p) for k, p in _parameters(model, spec) if not is_state(k)))
+    (loss, _), grads = ms.value_and_grad(_loss_fn(model), None, list(params), has_aux=True)(
         ms.Tensor(x), ms.Tensor(y))
-    return float(loss.asnumpy()), {p.name: g.asnumpy() for p, g in zip(params, grads)}
+    return float(loss.asnumpy()), {k: g.asnumpy() for k, g in zip(keys, grads)}
 
 
-def trainer(model, lr, compiled=True):
+def trainer(model, spec, lr, compiled):
     optimizer = nn.SGD(model.trainable_params(), learning_rate=lr)
     grad_fn = ms.value_and_grad(_loss_fn(model), None, optimizer.parameters, has_aux=True)
 
     def step(x, y):
+        model.set_train(True)
         (loss, logits), grads = grad_fn(ms.Tensor(x), ms.Tensor(y))
         optimizer(grads)
         return float(loss.asnumpy()), int((logits.asnumpy().argmax(axis=1) == y).sum())

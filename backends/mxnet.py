@@ -13,10 +13,11 @@ with warnings.catch_warnings():
     from mxnet import autograd, gluon
     from mxnet.gluon import nn
 
-from polylenet.shapes import layer_table
-from polylenet.spec import Activation, Conv2D, Dense, Flatten, Pool2D
+from polylenet.layers import Activation, BatchNorm, Conv2D, Dense, Flatten, Pool2D, unsupported_layer
+from polylenet.shapes import is_state, layer_table
 
 NAME = "mxnet"
+CAPABILITIES = frozenset({"inference", "training"})
 _POOLS = {"avg": nn.AvgPool2D, "max": nn.MaxPool2D}
 _loss = gluon.loss.SoftmaxCrossEntropyLoss()
 
@@ -40,33 +41,48 @@ def build(spec):
             net.add(nn.Flatten(prefix=prefix))
         elif isinstance(layer, Dense):
             net.add(nn.Dense(layer.units, in_units=in_shape[1], prefix=prefix))
+        elif isinstance(layer, BatchNorm):
+            # mxnet 1.9.1 on the CPU follows the neutral conventions as they are (momentum weights
+            # the old running value, biased variance); it updates the running statistics in the
+            # backward pass of a recorded forward, not in the forward itself.
+            net.add(nn.BatchNorm(axis=1, momentum=layer.momentum, epsilon=layer.eps,
+                                 in_channels=in_shape[1], prefix=prefix))
+        else:
+            raise unsupported_layer(NAME, name, layer)
     net.initialize()
     return net
 
 
-def _parameters(model):
+_GLUON_BN_NAMES = {"weight": "gamma", "bias": "beta", "running_mean": "running_mean",
+                   "running_var": "running_var"}
+
+
+def _parameters(model, spec):
     """(key, gluon.Parameter) in the neutral order; Gluon's layouts are the neutral ones."""
-    for block, name in zip(model, model.polylenet_spec.layer_names()):
+    for block, name in zip(model, spec.layer_names()):
         if isinstance(block, (nn.Conv2D, nn.Dense)):
             yield f"{name}.weight", block.weight
             yield f"{name}.bias", block.bias
+        elif isinstance(block, nn.BatchNorm):
+            for attr, gluon_name in _GLUON_BN_NAMES.items():
+                yield f"{name}.{attr}", getattr(block, gluon_name)
 
 
-def set_weights(model, weights):
-    for key, param in _parameters(model):
+def set_weights(model, spec, weights):
+    for key, param in _parameters(model, spec):
         param.set_data(mx.nd.array(weights[key], dtype=np.float32))
 
 
-def get_weights(model):
-    return {key: param.data().asnumpy() for key, param in _parameters(model)}
+def get_weights(model, spec):
+    return {key: param.data().asnumpy() for key, param in _parameters(model, spec)}
 
 
-def forward(model, x):
+def forward(model, spec, x):  # outside autograd.record(): predict mode
     return model(mx.nd.array(x, dtype=np.float32)).asnumpy()
 
 
-def layer_shapes(model):
-    x = mx.nd.zeros((1, *model.polylenet_spec.input_shape))
+def layer_shapes(model, spec):
+    x = mx.nd.zeros((1, *spec.input_shape))
     shapes = []
     for block in model:
         x = block(x)
@@ -74,14 +90,15 @@ def layer_shapes(model):
     return shapes
 
 
-def loss_and_grads(model, x, y):
-    with autograd.record():
+def loss_and_grads(model, spec, x, y):
+    with autograd.record():  # training mode
         loss = _loss(model(mx.nd.array(x)), mx.nd.array(y)).mean()
     loss.backward()
-    return float(loss.asscalar()), {key: param.grad().asnumpy() for key, param in _parameters(model)}
+    return float(loss.asscalar()), {key: param.grad().asnumpy() for key, param in _parameters(model, spec)
+                                    if not is_state(key)}
 
 
-def trainer(model, lr, compiled=True):
+def trainer(model, spec, lr, compiled):
     sgd = gluon.Trainer(model.collect_params(), "sgd", {"learning_rate": lr})
     # hybridize() compiles the whole network into one cached graph (forward and backward).
     model.hybridize(active=compiled)

@@ -8,6 +8,7 @@ from polylenet.reference import NumpyLeNet
 from polylenet.shapes import param_shapes
 
 NAME = "numpy"
+CAPABILITIES = frozenset({"inference", "training"})
 
 
 def version() -> str:
@@ -18,28 +19,28 @@ def build(spec):
     return NumpyLeNet(spec, {k: np.zeros(s, np.float32) for k, s in param_shapes(spec).items()})
 
 
-def set_weights(model, weights):
+def set_weights(model, spec, weights):
     model.params = {k: v.copy() for k, v in weights.items()}
 
 
-def get_weights(model):
+def get_weights(model, spec):
     return {k: v.copy() for k, v in model.params.items()}
 
 
-def forward(model, x):
+def forward(model, spec, x):
     return model(x)
 
 
-def layer_shapes(model):
-    _, trace = model.forward_layers(np.zeros((1, *model.spec.input_shape), np.float32))
+def layer_shapes(model, spec):
+    _, trace = model.forward_layers(np.zeros((1, *spec.input_shape), np.float32))
     return [(name, out.shape) for name, _, out, _ in trace]
 
 
-def loss_and_grads(model, x, y):
+def loss_and_grads(model, spec, x, y):
     return model.loss_and_grads(x, y)
 
 
-def trainer(model, lr, compiled=True):  # the reference is always eager
+def trainer(model, spec, lr, compiled):  # the reference is always eager
     def step(x, y):
         return model.sgd_step(x, y, lr)
 

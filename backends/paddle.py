@@ -13,10 +13,12 @@ import paddle  # noqa: E402
 from paddle import nn  # noqa: E402
 from paddle.nn import functional as F  # noqa: E402
 
-from polylenet.shapes import layer_table  # noqa: E402
-from polylenet.spec import Activation, Conv2D, Dense, Flatten, Pool2D  # noqa: E402
+from polylenet.layers import (Activation, BatchNorm, Conv2D, Dense, Flatten, Pool2D,  # noqa: E402
+                              unsupported_layer)
+from polylenet.shapes import is_state, layer_table, param_shapes  # noqa: E402
 
 NAME = "paddle"
+CAPABILITIES = frozenset({"inference", "training"})
 _ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh}
 _POOLS = {"avg": nn.AvgPool2D, "max": nn.MaxPool2D}
 
@@ -41,35 +43,55 @@ def build(spec):
             native = nn.Flatten()
         elif isinstance(layer, Dense):
             native = nn.Linear(in_shape[1], layer.units)
+        elif isinstance(layer, BatchNorm):
+            # paddle 3.3.1 follows the neutral conventions as they are (momentum weights the old
+            # running value, biased variance on the CPU)
+            norm = nn.BatchNorm2D if len(in_shape) == 4 else nn.BatchNorm1D
+            native = norm(in_shape[1], momentum=layer.momentum, epsilon=layer.eps)
+        else:
+            raise unsupported_layer(NAME, name, layer)
         layers.append((name, native))
     return nn.Sequential(*layers)
 
 
-def to_native(key, value):
-    # Paddle's Linear weight is (in, out); conv kernels are neutral (out, in, kh, kw).
-    return value.T if key.startswith("dense") and key.endswith(".weight") else value
+_PADDLE_BN_NAMES = {"running_mean": "_mean", "running_var": "_variance"}  # weight, bias as they are
+
+
+def _parameters(model, spec):
+    """(key, layout, paddle parameter) for every neutral array; layout "dense" for a Linear
+    weight, which Paddle stores (in, out); conv kernels and vectors are neutral already."""
+    for key in param_shapes(spec):
+        layer, attr = key.split(".")
+        layout = "dense" if layer.startswith("dense") and attr == "weight" else "neutral"
+        yield key, layout, getattr(getattr(model, layer), _PADDLE_BN_NAMES.get(attr, attr))
+
+
+def to_native(value, layout):
+    return value.T if layout == "dense" else value
 
 
 to_neutral = to_native  # the transpose is its own inverse
 
 
-def set_weights(model, weights):
-    for key, param in model.named_parameters():
-        param.set_value(np.ascontiguousarray(to_native(key, weights[key])))
+def set_weights(model, spec, weights):
+    for key, layout, param in _parameters(model, spec):
+        param.set_value(np.ascontiguousarray(to_native(weights[key], layout)))
 
 
-def get_weights(model):
-    return {key: np.ascontiguousarray(to_neutral(key, param.numpy()))
-            for key, param in model.named_parameters()}
+def get_weights(model, spec):
+    return {key: np.ascontiguousarray(to_neutral(param.numpy(), layout))
+            for key, layout, param in _parameters(model, spec)}
 
 
-def forward(model, x):
+def forward(model, spec, x):
+    model.eval()
     with paddle.no_grad():
         return model(paddle.to_tensor(x)).numpy()
 
 
-def layer_shapes(model):
-    x = paddle.zeros((1, *model.polylenet_spec.input_shape))
+def layer_shapes(model, spec):
+    model.eval()
+    x = paddle.zeros((1, *spec.input_shape))
     shapes = []
     with paddle.no_grad():
         for name, layer in model.named_children():
@@ -78,18 +100,20 @@ def layer_shapes(model):
     return shapes
 
 
-def loss_and_grads(model, x, y):
+def loss_and_grads(model, spec, x, y):
+    model.train()
     model.clear_gradients()
     loss = F.cross_entropy(model(paddle.to_tensor(x)), paddle.to_tensor(y, dtype="int64"))
     loss.backward()
-    return float(loss), {key: np.ascontiguousarray(to_neutral(key, param.grad.numpy()))
-                         for key, param in model.named_parameters()}
+    return float(loss), {key: np.ascontiguousarray(to_neutral(param.grad.numpy(), layout))
+                         for key, layout, param in _parameters(model, spec) if not is_state(key)}
 
 
-def trainer(model, lr, compiled=True):
+def trainer(model, spec, lr, compiled):
     optimizer = paddle.optimizer.SGD(learning_rate=lr, parameters=model.parameters())
 
     def step(x, y):
+        model.train()
         labels = paddle.to_tensor(y, dtype="int64")
         logits = model(paddle.to_tensor(x))
         loss = F.cross_entropy(logits, labels)

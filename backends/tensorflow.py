@@ -7,8 +7,8 @@ import os
 
 import numpy as np
 
-from polylenet.shapes import layer_table
-from polylenet.spec import Activation, Conv2D, Dense, Flatten, Pool2D
+from polylenet.layers import Activation, BatchNorm, Conv2D, Dense, Flatten, Pool2D, unsupported_layer
+from polylenet.shapes import is_state, layer_table
 
 
 @contextlib.contextmanager
@@ -35,6 +35,7 @@ with _quiet_native_stderr():
     import keras
 
 NAME = "tensorflow"
+CAPABILITIES = frozenset({"inference", "training"})
 _POOLS = {"avg": keras.layers.AvgPool2D, "max": keras.layers.MaxPool2D}
 _loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -60,24 +61,41 @@ def build(spec):
             layers.append(keras.layers.Flatten(name=name))
         elif isinstance(layer, Dense):
             layers.append(keras.layers.Dense(layer.units, name=name))
+        elif isinstance(layer, BatchNorm):
+            # Keras 3.15 (TF 2.21) follows the neutral conventions as they are: momentum weights
+            # the old running value, eps is used as given, the moving variance is the biased one.
+            layers.append(keras.layers.BatchNormalization(axis=-1, momentum=layer.momentum,
+                                                          epsilon=layer.eps, name=name))
+        else:
+            raise unsupported_layer(NAME, name, layer)
     return keras.Sequential(layers, name=spec.name.replace("-", "_"))
 
 
-def _layouts(spec):
-    """Per weight key, its Keras layout: ("conv", None), ("dense", chw or None) or ("bias", None).
+_KERAS_NAMES = {"weight": "kernel", "bias": "bias"}
+_KERAS_BN_NAMES = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean",
+                   "running_var": "moving_variance"}
 
-    Conv kernels are HWIO and dense kernels (in, out) in Keras. The first dense layer after a
-    flatten also reorders its input rows: Keras flattens NHWC in H*W*C order, the neutral
-    layout is C*H*W, so that layer carries the (C, H, W) it flattens.
+
+def _layouts(spec):
+    """Per neutral key, (Keras variable name, layout): layout is ("conv", None), ("dense", chw or
+    None) or ("vector", chw or None).
+
+    Conv kernels are HWIO and dense kernels (in, out) in Keras. Keras flattens NHWC in H*W*C
+    order, the neutral layout is C*H*W: until the first dense layer after a flatten, the
+    per-feature arrays (that dense layer's input rows, a batchnorm's vectors) carry the (C, H, W)
+    they were flattened from and are reordered.
     """
     layouts, chw = {}, None
     for name, layer, in_shape, _ in layer_table(spec):
         if isinstance(layer, Flatten):
             chw = in_shape[1:]
         elif isinstance(layer, (Conv2D, Dense)):
-            layouts[f"{name}.weight"] = ("conv", None) if isinstance(layer, Conv2D) else ("dense", chw)
-            layouts[f"{name}.bias"] = ("bias", None)
+            layouts[f"{name}.weight"] = ("kernel", ("conv", None) if isinstance(layer, Conv2D) else ("dense", chw))
+            layouts[f"{name}.bias"] = ("bias", ("vector", None))
             chw = None
+        elif isinstance(layer, BatchNorm):
+            for attr, keras_name in _KERAS_BN_NAMES.items():
+                layouts[f"{name}.{attr}"] = (keras_name, ("vector", chw))
     return layouts
 
 
@@ -87,6 +105,8 @@ def to_native(value, layout):
         return value.transpose(2, 3, 1, 0)
     if kind == "dense" and chw is not None:  # (out, C*H*W) -> (H*W*C, out)
         return value.reshape(value.shape[0], *chw).transpose(2, 3, 1, 0).reshape(-1, value.shape[0])
+    if kind == "vector" and chw is not None:  # C*H*W -> H*W*C
+        return value.reshape(chw).transpose(1, 2, 0).reshape(-1)
     return value.T if kind == "dense" else value
 
 
@@ -97,36 +117,38 @@ def to_neutral(value, layout):
     if kind == "dense" and chw is not None:  # (H*W*C, out) -> (out, C*H*W)
         c, h, w = chw
         return value.reshape(h, w, c, -1).transpose(3, 2, 0, 1).reshape(value.shape[1], -1)
+    if kind == "vector" and chw is not None:  # H*W*C -> C*H*W
+        c, h, w = chw
+        return value.reshape(h, w, c).transpose(2, 0, 1).reshape(-1)
     return value.T if kind == "dense" else value
 
 
-def _variables(model):
-    """(key, layout, variable) for every parameter, in the neutral order."""
-    for key, layout in _layouts(model.polylenet_spec).items():
-        name, attr = key.split(".")
-        yield key, layout, getattr(model.get_layer(name), "kernel" if attr == "weight" else "bias")
+def _variables(model, spec):
+    """(key, layout, variable) for every neutral array, in the neutral order."""
+    for key, (keras_name, layout) in _layouts(spec).items():
+        yield key, layout, getattr(model.get_layer(key.split(".")[0]), keras_name)
 
 
-def set_weights(model, weights):
-    for key, layout, variable in _variables(model):
+def set_weights(model, spec, weights):
+    for key, layout, variable in _variables(model, spec):
         variable.assign(np.ascontiguousarray(to_native(weights[key], layout)))
 
 
-def get_weights(model):
+def get_weights(model, spec):
     return {key: np.ascontiguousarray(to_neutral(variable.numpy(), layout))
-            for key, layout, variable in _variables(model)}
+            for key, layout, variable in _variables(model, spec)}
 
 
 def _nhwc(x):
     return tf.constant(x.transpose(0, 2, 3, 1))
 
 
-def forward(model, x):
+def forward(model, spec, x):
     return model(_nhwc(x), training=False).numpy()
 
 
-def layer_shapes(model):
-    x = _nhwc(np.zeros((1, *model.polylenet_spec.input_shape), np.float32))
+def layer_shapes(model, spec):
+    x = _nhwc(np.zeros((1, *spec.input_shape), np.float32))
     shapes = []
     for layer in model.layers:
         x = layer(x)
@@ -137,8 +159,8 @@ def layer_shapes(model):
     return shapes
 
 
-def loss_and_grads(model, x, y):
-    keys, layouts, variables = zip(*_variables(model))
+def loss_and_grads(model, spec, x, y):
+    keys, layouts, variables = zip(*(v for v in _variables(model, spec) if not is_state(v[0])))
     with tf.GradientTape() as tape:
         loss = _loss(tf.constant(y), model(_nhwc(x), training=True))
     grads = tape.gradient(loss, list(variables))
@@ -146,7 +168,7 @@ def loss_and_grads(model, x, y):
                          for k, layout, g in zip(keys, layouts, grads)}
 
 
-def trainer(model, lr, compiled=True):
+def trainer(model, spec, lr, compiled):
     optimizer = keras.optimizers.SGD(learning_rate=lr)
 
     def train_step(x, y):

@@ -23,7 +23,8 @@ def _add_protocol(p: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     p.add_argument("--spec", default="lenet5", help="variant name or .json/.yaml spec file (default lenet5)")
     p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--lr", type=float, default=None,
+                   help=f"learning rate (default: the book's for the spec, {d.lr}; lenet-bn 1.0)")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--dataset", default=d.dataset, choices=["fashion-mnist", "mnist"])
@@ -33,9 +34,9 @@ def _add_protocol(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace):
-    from polylenet.training import TrainConfig
+    from polylenet.training import TrainConfig, book_lr
 
-    return TrainConfig(lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, seed=args.seed,
+    return TrainConfig(lr=book_lr(args.spec) if args.lr is None else args.lr, batch_size=args.batch_size, epochs=args.epochs, seed=args.seed,
                        dataset=args.dataset, train_subset=args.train_subset, compiled=not args.eager)
 
 
@@ -70,7 +71,7 @@ def parser() -> argparse.ArgumentParser:
 def cmd_shapes(args: argparse.Namespace) -> int:
     from polylenet.models import build, layer_shapes
     from polylenet.shapes import format_shape_table, spec_layer_shapes
-    from polylenet.spec import load_spec
+    from polylenet.specfile import load_spec
 
     spec = load_spec(args.spec)
     if args.backend:

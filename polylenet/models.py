@@ -7,10 +7,12 @@ from typing import Any, Callable, Mapping, Optional, Union
 
 import numpy as np
 
+from polylenet.adapter import TRAINING
 from polylenet.errors import BackendError
 from polylenet.registry import get_backend, resolve_name
 from polylenet.shapes import Shape
-from polylenet.spec import Spec, load_spec
+from polylenet.spec import Spec
+from polylenet.specfile import load_spec
 from polylenet.weights import Weights, check_weights, init_weights
 
 
@@ -34,7 +36,7 @@ def build(spec: Union[Spec, str] = "lenet5", backend: Optional[str] = None,
     model.polylenet_spec = spec
     model.polylenet_backend = name
     initial = init_weights(spec, seed) if weights is None else check_weights(spec, weights)
-    adapter.set_weights(model, initial)
+    adapter.set_weights(model, spec, initial)
     return model
 
 
@@ -44,6 +46,15 @@ def _adapter(model: Any) -> tuple[ModuleType, Spec]:
     except AttributeError:
         raise BackendError(f"{type(model).__name__} was not built by polylenet.build(); "
                            "build the model with polylenet.build(spec, backend=...)") from None
+
+
+def _trainable(model: Any) -> tuple[ModuleType, Spec]:
+    adapter, spec = _adapter(model)
+    if TRAINING not in adapter.CAPABILITIES:
+        raise BackendError(f"backend {model.polylenet_backend!r} is inference-only (it declares "
+                           f"{sorted(adapter.CAPABILITIES)}): train on a backend that declares "
+                           "'training' and load the weights here")
+    return adapter, spec
 
 
 def backend_of(model: Any) -> str:
@@ -58,15 +69,16 @@ def spec_of(model: Any) -> Spec:
 
 
 def get_weights(model: Any) -> Weights:
-    """The model's parameters as neutral float32 arrays (conv OIHW, dense (out, in))."""
-    adapter, _ = _adapter(model)
-    return adapter.get_weights(model)
+    """The model's parameters (and batchnorm running statistics) as neutral float32 arrays
+    (conv OIHW, dense (out, in))."""
+    adapter, spec = _adapter(model)
+    return adapter.get_weights(model, spec)
 
 
 def set_weights(model: Any, weights: Mapping[str, np.ndarray]) -> None:
     """Load neutral weights into the model, checking every key and shape against its spec."""
     adapter, spec = _adapter(model)
-    adapter.set_weights(model, check_weights(spec, weights))
+    adapter.set_weights(model, spec, check_weights(spec, weights))
 
 
 def _batch(spec: Spec, x: np.ndarray) -> np.ndarray:
@@ -78,21 +90,23 @@ def _batch(spec: Spec, x: np.ndarray) -> np.ndarray:
 
 
 def forward(model: Any, x: np.ndarray) -> np.ndarray:
-    """Logits (N, classes) as float32 NumPy for an NCHW float32 NumPy batch."""
+    """Logits (N, classes) as float32 NumPy for an NCHW float32 NumPy batch, in evaluation mode
+    (batchnorm normalizes with its running statistics)."""
     adapter, spec = _adapter(model)
-    return np.asarray(adapter.forward(model, _batch(spec, x)), np.float32)
+    return np.asarray(adapter.forward(model, spec, _batch(spec, x)), np.float32)
 
 
 def layer_shapes(model: Any) -> list[tuple[str, Shape]]:
     """``[(layer_name, nchw_shape), ...]`` of the built model's layers for a batch of 1."""
-    adapter, _ = _adapter(model)
-    return [(name, tuple(int(d) for d in shape)) for name, shape in adapter.layer_shapes(model)]
+    adapter, spec = _adapter(model)
+    return [(name, tuple(int(d) for d in shape)) for name, shape in adapter.layer_shapes(model, spec)]
 
 
 def loss_and_grads(model: Any, x: np.ndarray, y: np.ndarray) -> tuple[float, Weights]:
-    """Mean cross-entropy of one batch and its gradients as neutral arrays (no update)."""
-    adapter, spec = _adapter(model)
-    return adapter.loss_and_grads(model, _batch(spec, x), np.asarray(y, np.int32))
+    """Mean cross-entropy of one batch and its gradients as neutral arrays, in training mode: no
+    parameter changes, but batchnorm's running statistics are updated as by a training step."""
+    adapter, spec = _trainable(model)
+    return adapter.loss_and_grads(model, spec, _batch(spec, x), np.asarray(y, np.int32))
 
 
 def trainer(model: Any, lr: float, compiled: bool = True) -> Callable[[np.ndarray, np.ndarray], tuple[float, int]]:
@@ -103,6 +117,6 @@ def trainer(model: Any, lr: float, compiled: bool = True) -> Callable[[np.ndarra
     ``compiled`` uses the framework's compiled step where it is faster (``tf.function``, Gluon
     ``hybridize``); ``compiled=False`` keeps every op eager, for debugging.
     """
-    adapter, spec = _adapter(model)
-    step = adapter.trainer(model, lr, compiled)
+    adapter, spec = _trainable(model)
+    step = adapter.trainer(model, spec, lr, compiled)
     return lambda x, y: step(_batch(spec, x), np.asarray(y, np.int32))

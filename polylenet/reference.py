@@ -11,7 +11,8 @@ from typing import Callable
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from polylenet.spec import Activation, Conv2D, Dense, Flatten, Pool2D, Spec
+from polylenet.layers import Activation, BatchNorm, Conv2D, Dense, Flatten, Pool2D, unsupported_layer
+from polylenet.spec import Spec
 from polylenet.weights import Weights
 
 # ---- one forward and one backward function per layer kind ---------------------------------
@@ -91,6 +92,33 @@ def dense_backward(dy, cache):
     return dy @ w, {"weight": dy.T @ x, "bias": dy.sum(axis=0)}
 
 
+def batchnorm_forward(x, gamma, beta, mean, var, eps, training):
+    """d2l's ``batch_norm``: per channel over (N, H, W) for NCHW, per feature over N for (N, F).
+
+    Training mode normalizes with the batch mean and biased variance (returned in the cache for
+    the running-statistics update); evaluation mode with the given running ``mean`` and ``var``.
+    """
+    axes = (0, 2, 3) if x.ndim == 4 else (0,)
+    shape = (1, -1, 1, 1) if x.ndim == 4 else (1, -1)
+    if training:
+        mean, var = x.mean(axis=axes), x.var(axis=axes)
+    inv_std = 1.0 / np.sqrt(var + eps)
+    xhat = (x - mean.reshape(shape)) * inv_std.reshape(shape)
+    return gamma.reshape(shape) * xhat + beta.reshape(shape), (xhat, gamma, inv_std, axes, shape, training, mean, var)
+
+
+def batchnorm_backward(dy, cache):
+    xhat, gamma, inv_std, axes, shape, training, _, _ = cache
+    grads = {"weight": (dy * xhat).sum(axis=axes), "bias": dy.sum(axis=axes)}
+    dxhat = dy * gamma.reshape(shape)
+    if not training:  # the running statistics are constants
+        return dxhat * inv_std.reshape(shape), grads
+    m = dy.size // dy.shape[1]  # values per channel/feature
+    dx = (inv_std.reshape(shape) / m) * (m * dxhat - dxhat.sum(axis=axes, keepdims=True)
+                                        - xhat * (dxhat * xhat).sum(axis=axes, keepdims=True))
+    return dx, grads
+
+
 def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
     """Mean softmax cross-entropy over the batch and its gradient with respect to the logits."""
     shifted = logits - logits.max(axis=1, keepdims=True)
@@ -115,8 +143,11 @@ class NumpyLeNet:
     def __repr__(self) -> str:
         return f"NumpyLeNet({self.spec.name!r}, {len(self.spec.layers)} layers)"
 
-    def forward_layers(self, x: np.ndarray) -> tuple[np.ndarray, list]:
-        """Run every layer; return the output and, per layer, (name, output, cache)."""
+    def forward_layers(self, x: np.ndarray, training: bool = False) -> tuple[np.ndarray, list]:
+        """Run every layer; return the output and, per layer, (name, layer, output, cache).
+
+        ``training`` selects batchnorm's mode (batch statistics instead of running ones); the
+        running statistics are updated by :meth:`backward`, not here."""
         trace = []
         h = np.asarray(x, np.float64)
         for name, layer in self.spec.named_layers():
@@ -132,6 +163,12 @@ class NumpyLeNet:
             elif isinstance(layer, Dense):
                 w, b = self._param(name)
                 h, cache = dense_forward(h, w, b)
+            elif isinstance(layer, BatchNorm):
+                gamma, beta, mean, var = (self.params[f"{name}.{a}"].astype(np.float64)
+                                          for a in ("weight", "bias", "running_mean", "running_var"))
+                h, cache = batchnorm_forward(h, gamma, beta, mean, var, layer.eps, training)
+            else:
+                raise unsupported_layer("numpy", name, layer)
             trace.append((name, layer, h, cache))
         return h, trace
 
@@ -143,9 +180,12 @@ class NumpyLeNet:
         loss, grads, _ = self.backward(x, labels)
         return loss, grads
 
-    def backward(self, x: np.ndarray, labels: np.ndarray) -> tuple[float, Weights, np.ndarray]:
-        """Loss, gradients and the logits they came from."""
-        logits, trace = self.forward_layers(x)
+    def backward(self, x: np.ndarray, labels: np.ndarray,
+                 training: bool = True) -> tuple[float, Weights, np.ndarray]:
+        """Loss, gradients and the logits they came from. In training mode (the default, as in
+        every framework's training step) batchnorm uses the batch statistics and its running
+        statistics are updated in ``params``; ``training=False`` differentiates the evaluation mode."""
+        logits, trace = self.forward_layers(x, training=training)
         loss, grad = cross_entropy(logits, np.asarray(labels))
         grads: Weights = {}
         for name, layer, _, cache in reversed(trace):
@@ -159,9 +199,20 @@ class NumpyLeNet:
                 grad, g = grad.reshape(cache), {}
             elif isinstance(layer, Dense):
                 grad, g = dense_backward(grad, cache)
+            elif isinstance(layer, BatchNorm):
+                grad, g = batchnorm_backward(grad, cache)
+                if training:
+                    self._update_running(name, layer.momentum, *cache[-2:])
             for key, value in g.items():
                 grads[f"{name}.{key}"] = value.astype(np.float32)
         return loss, grads, logits
+
+    def _update_running(self, name: str, momentum: float, batch_mean, batch_var) -> None:
+        """``running = momentum * running + (1 - momentum) * batch``, with the biased variance."""
+        for attr, batch in (("running_mean", batch_mean), ("running_var", batch_var)):
+            key = f"{name}.{attr}"
+            self.params[key] = (momentum * self.params[key].astype(np.float64)
+                                + (1.0 - momentum) * batch).astype(np.float32)
 
     def sgd_step(self, x: np.ndarray, labels: np.ndarray, lr: float) -> tuple[float, int]:
         """One minibatch SGD step (``w -= lr * grad``, in float32 like the frameworks).

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Optional
 
+from polylenet.adapter import TRAINING, check_adapter
 from polylenet.errors import BackendError, BackendUnavailable
 
 DEFAULT_BACKEND = "torch"  # d2l's default tab; override with POLYLENET_BACKEND or backend=
@@ -103,7 +104,10 @@ def _backends_package() -> ModuleType:
 
 
 def get_backend(backend: Optional[str] = None) -> ModuleType:
-    """The adapter module for ``backend``, importing its framework on first use."""
+    """The adapter module for ``backend``, importing its framework on first use and checking it
+    against :class:`polylenet.adapter.Adapter`."""
+    if backend is not None and backend in _loaded:  # every forward/get_weights call comes here
+        return _loaded[backend]
     name = resolve_name(backend)
     if name in _loaded:
         return _loaded[name]
@@ -114,5 +118,11 @@ def get_backend(backend: Optional[str] = None) -> ModuleType:
     if info.module.startswith("polylenet.backends."):
         _backends_package()
     module = importlib.import_module(info.module.split(":")[0])
+    check_adapter(module, name)
     _loaded[name] = module
     return module
+
+
+def can_train(backend: str) -> bool:
+    """Whether ``backend`` declares the training capability (imports its adapter)."""
+    return TRAINING in get_backend(backend).CAPABILITIES

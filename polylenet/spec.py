@@ -1,105 +1,84 @@
-"""The framework-neutral LeNet spec: a small layer vocabulary, named variants, JSON/YAML files.
+"""The framework-neutral LeNet spec: an input shape, a class count and a list of layers from
+:mod:`polylenet.layers`, validated when it is made; and the named variants.
 
-A spec is plain data. Shapes are inferred in :mod:`polylenet.shapes`; every backend compiles
-the same spec into its framework's own layers.
+Reading and writing spec files is :mod:`polylenet.specfile`; every backend compiles the same
+spec into its framework's own layers.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Union
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from typing import Any
 
-from polylenet.atomic import atomic_write
 from polylenet.errors import SpecError
-
-ACTIVATIONS = ("sigmoid", "relu", "tanh")
-POOL_KINDS = ("max", "avg")
-
-
-@dataclass(frozen=True)
-class Conv2D:
-    out_channels: int
-    kernel: int
-    stride: int = 1
-    padding: int = 0
-    type: str = field(default="conv2d", init=False)
-
-
-@dataclass(frozen=True)
-class Pool2D:
-    kind: str
-    size: int
-    stride: int
-    type: str = field(default="pool2d", init=False)
-
-
-@dataclass(frozen=True)
-class Activation:
-    fn: str
-    type: str = field(default="activation", init=False)
-
-
-@dataclass(frozen=True)
-class Flatten:
-    type: str = field(default="flatten", init=False)
-
-
-@dataclass(frozen=True)
-class Dense:
-    units: int
-    type: str = field(default="dense", init=False)
-
-
-Layer = Union[Conv2D, Pool2D, Activation, Flatten, Dense]
-LAYER_TYPES = {cls.type: cls for cls in (Conv2D, Pool2D, Activation, Flatten, Dense)}
-_PREFIX = {"conv2d": "conv", "pool2d": "pool", "activation": "act", "flatten": "flatten",
-           "dense": "dense"}
-
-
-def conv2d(out_channels: int, kernel: int, stride: int = 1, padding: int = 0) -> Conv2D:
-    return Conv2D(out_channels, kernel, stride, padding)
-
-
-def pool2d(kind: str, size: int, stride: int | None = None) -> Pool2D:
-    return Pool2D(kind, size, size if stride is None else stride)
-
-
-def activation(fn: str) -> Activation:
-    return Activation(fn)
-
-
-def flatten() -> Flatten:
-    return Flatten()
-
-
-def dense(units: int) -> Dense:
-    return Dense(units)
+from polylenet.layers import (LAYER_TYPES, PREFIX, Layer, Shape, activation, batchnorm, conv2d,
+                              dense, flatten, pool2d)
 
 
 @dataclass(frozen=True)
 class Spec:
-    """A LeNet-style network: an input shape (C, H, W), a class count and a layer list."""
+    """A LeNet-style network: an input shape (C, H, W), a class count and a layer list.
+
+    A spec checks itself when it is made and raises :class:`SpecError` naming the first bad
+    layer and why.
+
+    >>> Spec("tiny", (conv2d(2, 3), flatten(), dense(10)), input_shape=(1, 8, 8)).table[-1][-1]
+    (1, 10)
+    """
 
     name: str
     layers: tuple[Layer, ...]
     input_shape: tuple[int, int, int] = (1, 28, 28)
     num_classes: int = 10
 
+    def __post_init__(self) -> None:
+        # lists are accepted and stored as tuples, so equal specs compare (and hash) equal
+        object.__setattr__(self, "layers", tuple(self.layers))
+        if isinstance(self.input_shape, (list, tuple)):
+            object.__setattr__(self, "input_shape", tuple(self.input_shape))
+        self.table  # noqa: B018 -- validates every layer
+
     def layer_names(self) -> list[str]:
         """Names used everywhere: conv1, act1, pool1, ..., flatten1, dense1, ... dense3."""
         counts: dict[str, int] = {}
         names = []
         for layer in self.layers:
-            prefix = _PREFIX[layer.type]
+            prefix = PREFIX[layer.type]
             counts[prefix] = counts.get(prefix, 0) + 1
             names.append(f"{prefix}{counts[prefix]}")
         return names
 
     def named_layers(self) -> list[tuple[str, Layer]]:
         return list(zip(self.layer_names(), self.layers))
+
+    @cached_property
+    def table(self) -> list[tuple[str, Layer, Shape, Shape]]:
+        """``[(name, layer, input_shape, output_shape), ...]`` for a batch of 1."""
+        where = f"spec {self.name!r}"
+        c_h_w = self.input_shape
+        if not isinstance(c_h_w, tuple) or len(c_h_w) != 3 or not all(
+                isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in c_h_w):
+            raise SpecError(f"{where}: input_shape must be [channels, height, width] of positive "
+                            f"integers, got {c_h_w!r}")
+        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 1:
+            raise SpecError(f"{where}: num_classes must be a positive integer, got {self.num_classes!r}")
+        if not self.layers:
+            raise SpecError(f"{where}: the layer list is empty")
+        shape: Shape = (1, *c_h_w)
+        table = []
+        for index, layer in enumerate(self.layers):
+            if type(layer) not in LAYER_TYPES.values():
+                raise SpecError(f"{where}: layer {index} is {layer!r}, not a layer of "
+                                f"{sorted(LAYER_TYPES)} (make it with polylenet.conv2d(...), ...)")
+        for index, (name, layer) in enumerate(self.named_layers()):
+            out = layer.output_shape(f"{where}: layer {index} ({name}, {layer.type})", shape)
+            table.append((name, layer, shape, out))
+            shape = out
+        if len(shape) != 2 or shape[1] != self.num_classes:
+            raise SpecError(f"{where}: the last layer must be a dense layer with num_classes="
+                            f"{self.num_classes} units; the network ends with shape {shape}")
+        return table
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -126,6 +105,19 @@ def _lenet(name: str, act: str, pool: str, padding: int) -> Spec:
     ))
 
 
+def _lenet_bn(name: str, padding: int) -> Spec:
+    # d2l's "Batch Normalization" chapter: BN after every conv and dense layer but the last,
+    # before the sigmoid (flatten 16*4*4 = 256 without padding).
+    return Spec(name, (
+        conv2d(6, 5, padding=padding), batchnorm(), activation("sigmoid"), pool2d("avg", 2, 2),
+        conv2d(16, 5), batchnorm(), activation("sigmoid"), pool2d("avg", 2, 2),
+        flatten(),
+        dense(120), batchnorm(), activation("sigmoid"),
+        dense(84), batchnorm(), activation("sigmoid"),
+        dense(10),
+    ))
+
+
 VARIANTS: dict[str, Spec] = {
     # d2l's LeNet today: padded first conv, sigmoid, average pooling (flatten 16*5*5 = 400).
     "lenet5": _lenet("lenet5", "sigmoid", "avg", padding=2),
@@ -133,6 +125,8 @@ VARIANTS: dict[str, Spec] = {
     "lenet-classic": _lenet("lenet-classic", "sigmoid", "max", padding=0),
     # The chapter exercise's modern variant: ReLU and max pooling.
     "lenet-relu": _lenet("lenet-relu", "relu", "max", padding=2),
+    # d2l's batch-normalization chapter: LeNet with BatchNorm, no padding, sigmoid, avg-pool.
+    "lenet-bn": _lenet_bn("lenet-bn", padding=0),
 }
 
 
@@ -162,69 +156,9 @@ def spec_from_dict(data: dict[str, Any], source: str = "<dict>") -> Spec:
     input_shape = data.get("input_shape", [1, 28, 28])
     if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 3:
         raise SpecError(f"{source}: input_shape must be [channels, height, width], got {input_shape!r}")
-    spec = Spec(
-        name=str(data.get("name", Path(source).stem)),
-        layers=tuple(layers),
-        input_shape=tuple(input_shape),
-        num_classes=data.get("num_classes", 10),
-    )
-    from polylenet.shapes import validate  # shapes depends on spec; import here to avoid a cycle
-
-    validate(spec, source)
-    return spec
-
-
-def load_spec(name_or_path: Union[str, os.PathLike, Spec] = "lenet5") -> Spec:
-    """Return a named variant, or load a spec from a ``.json``/``.yaml`` file.
-
-    >>> load_spec("lenet5").layers[0]
-    Conv2D(out_channels=6, kernel=5, stride=1, padding=2, type='conv2d')
-    """
-    if isinstance(name_or_path, Spec):
-        from polylenet.shapes import validate
-
-        validate(name_or_path, name_or_path.name)
-        return name_or_path
-    key = str(name_or_path)
-    if key in VARIANTS:
-        return VARIANTS[key]
-    path = Path(key)
-    if not path.suffix:
-        raise SpecError(f"unknown spec {key!r}: use one of {sorted(VARIANTS)} or a path to a "
-                        ".json/.yaml spec file")
-    if not path.is_file():
-        raise SpecError(f"spec file {key!r} does not exist (named variants: {sorted(VARIANTS)})")
-    text = path.read_text(encoding="utf-8")
+    name = data.get("name", source.rsplit("/", 1)[-1].rsplit(".", 1)[0])
     try:
-        if path.suffix.lower() in (".yaml", ".yml"):
-            data = _load_yaml(text, key)
-        else:
-            data = json.loads(text)
-    except (ValueError, SpecError) as exc:
-        raise SpecError(f"spec file {key!r} is not valid {path.suffix[1:].upper()}: {exc}") from None
-    return spec_from_dict(data, key)
-
-
-def _load_yaml(text: str, source: str) -> Any:
-    try:
-        import yaml
-    except ImportError:
-        raise SpecError(f"{source}: reading YAML specs needs PyYAML: pip install pyyaml "
-                        "(or save the spec as .json)") from None
-    return yaml.safe_load(text)
-
-
-def save_spec(spec: Spec, path: Union[str, os.PathLike]) -> Path:
-    """Write ``spec`` as JSON (or YAML for .yaml/.yml) atomically; :func:`load_spec` reads it back."""
-    path = Path(path)
-    data = spec.to_dict()
-    if path.suffix.lower() in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError:
-            raise SpecError("writing YAML specs needs PyYAML: pip install pyyaml") from None
-        text = yaml.safe_dump(data, sort_keys=False)
-    else:
-        text = json.dumps(data, indent=2) + "\n"
-    atomic_write(path, text.encode())
-    return path
+        return Spec(name=str(name), layers=tuple(layers), input_shape=tuple(input_shape),
+                    num_classes=data.get("num_classes", 10))
+    except SpecError as exc:
+        raise SpecError(f"{source}: {exc}") from None

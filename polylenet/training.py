@@ -26,7 +26,8 @@ from polylenet.errors import CheckpointError, TrainingDiverged
 from polylenet.models import build, forward, get_weights, trainer
 from polylenet.progress import ProgressBar
 from polylenet.registry import get_backend, resolve_name
-from polylenet.spec import Spec, load_spec, spec_from_dict
+from polylenet.spec import Spec, spec_from_dict
+from polylenet.specfile import load_spec
 
 SUBSET_SEED = 20170825  # fixes which examples a train_subset/test_subset takes, whatever the run's seed
 
@@ -51,6 +52,20 @@ class TrainConfig:
     max_steps: Optional[int] = None
     eval_batch_size: int = 1000
     compiled: bool = True  # the framework's compiled step where it has one; False for eager debugging
+
+
+# The learning rate each d2l chapter trains its variant with, where it is not TrainConfig's 0.9:
+# the batch-normalization chapter (Chinese edition) trains lenet-bn at lr 1.0, batch 256.
+BOOK_LR = {"lenet-bn": 1.0}
+
+
+def book_lr(spec: Union[Spec, str]) -> float:
+    """The learning rate d2l trains ``spec`` with (0.9 unless its chapter says otherwise).
+
+    >>> book_lr("lenet5"), book_lr("lenet-bn")
+    (0.9, 1.0)
+    """
+    return BOOK_LR.get(spec.name if isinstance(spec, Spec) else str(spec), TrainConfig.lr)
 
 
 @dataclass

@@ -16,13 +16,15 @@ import numpy as np
 from polylenet.atomic import atomic_write
 from polylenet.errors import WeightsError
 from polylenet.shapes import param_shapes
-from polylenet.spec import Spec, load_spec
+from polylenet.spec import Spec
+from polylenet.specfile import load_spec
 
 Weights = dict[str, np.ndarray]
 
 
 def init_weights(spec: Union[Spec, str] = "lenet5", seed: int = 0) -> Weights:
-    """Xavier-uniform weights and zero biases (d2l's ``init_cnn``), identical for every backend.
+    """Xavier-uniform weights and zero biases (d2l's ``init_cnn``), identical for every backend;
+    batchnorm starts at gamma 1, beta 0, running mean 0, running variance 1.
 
     >>> w = init_weights("lenet5", seed=0)
     >>> w["conv1.weight"].shape, w["dense3.bias"].dtype
@@ -32,7 +34,11 @@ def init_weights(spec: Union[Spec, str] = "lenet5", seed: int = 0) -> Weights:
     rng = np.random.default_rng(seed)
     weights: Weights = {}
     for key, shape in param_shapes(spec).items():
-        if key.endswith(".bias"):
+        layer, attr = key.split(".")
+        if layer.startswith("bn"):  # gamma 1, beta 0, running mean 0, running variance 1
+            weights[key] = np.full(shape, 1.0 if attr in ("weight", "running_var") else 0.0, np.float32)
+            continue
+        if attr == "bias":
             weights[key] = np.zeros(shape, np.float32)
             continue
         receptive = int(np.prod(shape[2:])) if len(shape) == 4 else 1

@@ -30,15 +30,30 @@ EDGE = polylenet.Spec("edge", (
     polylenet.conv2d(3, 3, stride=2, padding=1), polylenet.activation("tanh"),
     polylenet.pool2d("max", 3, 2), polylenet.flatten(), polylenet.dense(16),
     polylenet.activation("relu"), polylenet.dense(10)), input_shape=(2, 12, 10))
+# BatchNorm with momentum and eps far from every framework's defaults (an adapter that leaves
+# Keras's eps 1e-3 or torch's momentum 0.1 in place fails), per channel after a conv, per
+# feature right after a flatten (Keras flattens H*W*C) and after a dense layer.
+BN_EDGE = polylenet.Spec("bn-edge", (
+    polylenet.conv2d(4, 3, padding=1), polylenet.batchnorm(momentum=0.6, eps=0.02),
+    polylenet.activation("relu"), polylenet.pool2d("max", 2, 2), polylenet.flatten(),
+    polylenet.batchnorm(momentum=0.5, eps=0.1), polylenet.activation("tanh"), polylenet.dense(12),
+    polylenet.batchnorm(momentum=0.75, eps=1e-3), polylenet.activation("sigmoid"), polylenet.dense(10)),
+    input_shape=(2, 8, 6))
+EXTRA_SPECS = {"edge": EDGE, "bn-edge": BN_EDGE}
 
 
 def conformance_weights(spec, seed=1):
-    """d2l's init plus non-zero biases, so a dropped or misplaced bias changes the logits."""
+    """d2l's init plus non-zero biases, and batchnorm gammas, running means and running
+    variances away from 1, 0 and 1 (some variances small, so eps matters), so a dropped or
+    misplaced array changes the numbers."""
     weights = polylenet.init_weights(spec, seed)
     rng = np.random.default_rng(seed + 100)
+    ranges = {".bias": (-0.5, 0.5), ".running_mean": (-0.5, 0.5), ".running_var": (0.02, 1.5)}
     for key in weights:
-        if key.endswith(".bias"):
-            weights[key] = rng.uniform(-0.5, 0.5, weights[key].shape).astype(np.float32)
+        low, high = (0.5, 1.5) if key.startswith("bn") and key.endswith(".weight") else \
+            next((r for suffix, r in ranges.items() if key.endswith(suffix)), (None, None))
+        if low is not None:
+            weights[key] = rng.uniform(low, high, weights[key].shape).astype(np.float32)
     return weights
 
 
@@ -53,3 +68,11 @@ def relative_error(actual, expected):
     """max |actual - expected| relative to the largest magnitude in ``expected``."""
     actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
     return float(np.max(np.abs(actual - expected)) / max(np.max(np.abs(expected)), 1e-12))
+
+
+def cancelled_by_batchnorm(spec):
+    """Biases of the conv/dense layers a batchnorm directly follows: training-mode batchnorm
+    subtracts the batch mean, so their gradient is zero and SGD leaves them where they are."""
+    names = spec.layer_names()
+    return {f"{names[i - 1]}.bias" for i, layer in enumerate(spec.layers)
+            if layer.type == "batchnorm" and i > 0 and spec.layers[i - 1].type in ("conv2d", "dense")}

@@ -6,7 +6,7 @@ POLYLENET_TEST_BACKENDS (comma-separated) narrows the backends, as each tox env 
 import pytest
 
 import polylenet
-from cases import BACKENDS, EDGE, VARIANTS
+from cases import BACKENDS, EXTRA_SPECS, VARIANTS
 
 
 @pytest.fixture(params=BACKENDS)
@@ -14,11 +14,9 @@ def backend(request):
     return request.param
 
 
-@pytest.fixture(params=VARIANTS + ["edge"])
+@pytest.fixture(params=VARIANTS + list(EXTRA_SPECS))
 def spec(request):
-    return EDGE if request.param == "edge" else polylenet.load_spec(request.param)
-
-
+    return EXTRA_SPECS.get(request.param) or polylenet.load_spec(request.param)
 
 
 @pytest.fixture(params=[b for b in BACKENDS if b != "numpy"])

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import polylenet
-from cases import batches, conformance_weights, relative_error
+from polylenet.shapes import is_state
+from cases import batches, cancelled_by_batchnorm, conformance_weights, relative_error
 
 
 def reference(spec, weights):
@@ -36,7 +37,12 @@ def test_loss_and_gradients_match_reference(backend, spec):
     assert sorted(grads) == sorted(ref_grads)
     for key in ref_grads:
         assert grads[key].shape == ref_grads[key].shape, key
-        assert relative_error(grads[key], ref_grads[key]) <= 1e-4, key
+        if key in cancelled_by_batchnorm(spec):  # zero in exact arithmetic: float32 rounding, on
+            # the scale of the same layer's weight gradient, is all that is left
+            scale = np.max(np.abs(ref_grads[key.replace(".bias", ".weight")]))
+            assert np.max(np.abs(grads[key])) <= 1e-4 * scale, key
+        else:
+            assert relative_error(grads[key], ref_grads[key]) <= 1e-4, key
 
 
 @pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "eager"])
@@ -45,14 +51,22 @@ def test_three_sgd_steps_match_reference(backend, spec, compiled):
     model = polylenet.build(spec, backend=backend, weights=weights)
     ref = reference(spec, weights)
     step, ref_step = polylenet.trainer(model, lr=0.9, compiled=compiled), polylenet.trainer(ref, lr=0.9)
-    for x, y in batches(spec, count=3):
+    for number, (x, y) in enumerate(batches(spec, count=3), 1):
+        # batchnorm's running statistics after every step, against the oracle's step from the
+        # same weights (so float drift of the weights over earlier steps does not count here)
+        local = reference(spec, polylenet.get_weights(model))
+        polylenet.trainer(local, lr=0.9)(x, y)
         (loss, correct), (ref_loss, ref_correct) = step(x, y), ref_step(x, y)
         assert abs(loss - ref_loss) <= 1e-4 * abs(ref_loss)
         assert correct == ref_correct
+        state, expected_state = polylenet.get_weights(model), polylenet.get_weights(local)
+        for key in filter(is_state, expected_state):
+            assert relative_error(state[key], expected_state[key]) <= 1e-5, f"{key} after step {number}"
     trained, expected = polylenet.get_weights(model), polylenet.get_weights(ref)
     for key in expected:
         assert np.max(np.abs(trained[key] - expected[key])) <= 1e-4, key
-        assert not np.array_equal(expected[key], weights[key]), f"{key} did not move"
+        if key not in cancelled_by_batchnorm(spec):
+            assert not np.array_equal(expected[key], weights[key]), f"{key} did not move"
 
 
 def test_weights_round_trip_bit_exact(backend, spec):

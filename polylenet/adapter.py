@@ -1,0 +1,118 @@
+"""The adapter contract: what a backend module provides, in one place a third party can read.
+
+A backend is a module (``backends/torch.py``, or a third party's module registered under the
+``polylenet.backends`` entry-point group) with the names below, defined in this order. Only the
+adapter imports its framework. :func:`polylenet.build` and the other functions of
+:mod:`polylenet.models` validate everything before it reaches an adapter, so an adapter may rely
+on what each docstring says it receives, and must return what it says it returns.
+
+>>> from polylenet.registry import get_backend
+>>> check_adapter(get_backend("numpy"), "numpy")  # a module that satisfies it passes silently
+"""
+
+from __future__ import annotations
+
+import inspect
+from types import ModuleType
+from typing import Any, Callable, Protocol, runtime_checkable
+
+import numpy as np
+
+from polylenet.errors import BackendError
+from polylenet.shapes import Shape
+from polylenet.spec import Spec
+
+Weights = dict[str, np.ndarray]
+Step = Callable[[np.ndarray, np.ndarray], tuple[float, int]]
+
+INFERENCE = "inference"
+TRAINING = "training"
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    """One framework behind polylenet's neutral API.
+
+    Neutral data at every boundary: NCHW float32 activations; conv kernels (out, in, kh, kw);
+    dense weights (out, in); flatten in C*H*W order; batchnorm ``weight``/``bias``/
+    ``running_mean``/``running_var`` per channel (after a conv) or feature (after a dense layer).
+    Weights dicts are keyed ``conv1.weight`` ... as :func:`polylenet.param_shapes` lists them.
+    """
+
+    NAME: str
+    """The backend's name, as passed to ``polylenet.build(..., backend=NAME)``."""
+
+    CAPABILITIES: frozenset[str]
+    """``{"inference"}`` or ``{"inference", "training"}``. ``loss_and_grads`` and ``trainer`` are
+    required with ``"training"`` only; the conformance suite runs the tests each capability needs."""
+
+    def version(self) -> str:
+        """The framework's version string, for reports."""
+
+    def build(self, spec: Spec) -> Any:
+        """The framework's own model for a validated ``spec``, one native layer per spec layer
+        (named as ``spec.layer_names()``). Its parameter values do not matter: ``set_weights``
+        follows. A layer type the adapter cannot translate raises
+        :func:`polylenet.layers.unsupported_layer`, never a silent skip."""
+
+    def set_weights(self, model: Any, spec: Spec, weights: Weights) -> None:
+        """Load neutral ``weights`` (every key of ``param_shapes(spec)``, contiguous float32,
+        already checked against the spec) into ``model``, bit-exactly."""
+
+    def get_weights(self, model: Any, spec: Spec) -> Weights:
+        """Every neutral array of ``model`` (the keys of ``param_shapes(spec)``) as new float32
+        NumPy arrays, running statistics included; ``get_weights(set_weights(w)) == w`` exactly."""
+
+    def forward(self, model: Any, spec: Spec, x: np.ndarray) -> np.ndarray:
+        """Logits (N, num_classes) for a contiguous float32 NCHW batch ``x`` of shape
+        (N, *spec.input_shape), in evaluation mode (batchnorm uses its running statistics and
+        updates nothing)."""
+
+    def layer_shapes(self, model: Any, spec: Spec) -> list[tuple[str, Shape]]:
+        """``[(layer_name, shape), ...]``, one per spec layer, read off ``model`` for a batch of
+        one in evaluation mode; shapes in the neutral layout (NCHW or (N, features))."""
+
+    def loss_and_grads(self, model: Any, spec: Spec, x: np.ndarray, y: np.ndarray) -> tuple[float, Weights]:
+        """Training mode on one batch: the mean softmax cross-entropy of the logits against int32
+        labels ``y`` (N,), and its gradient for every trainable key (not the running statistics),
+        neutral layout. Updates the running statistics, as a training forward pass does; leaves
+        the parameters alone."""
+
+    def trainer(self, model: Any, spec: Spec, lr: float, compiled: bool) -> Step:
+        """``step(x, y) -> (mean loss, correct predictions)``: one minibatch SGD step
+        (``w -= lr * grad``) in training mode with the framework's own optimizer, counting the
+        predictions the loss was computed on. ``compiled`` picks the framework's compiled step
+        where it has one; ``compiled=False`` must run every op eagerly."""
+
+
+INFERENCE_FUNCTIONS = ("version", "build", "set_weights", "get_weights", "forward", "layer_shapes")
+TRAINING_FUNCTIONS = ("loss_and_grads", "trainer")
+
+
+def required_functions(capabilities: frozenset[str]) -> tuple[str, ...]:
+    """The functions a module with ``capabilities`` must define, in the order it defines them."""
+    return INFERENCE_FUNCTIONS + (TRAINING_FUNCTIONS if TRAINING in capabilities else ())
+
+
+def check_adapter(module: ModuleType, name: str) -> None:
+    """Raise :class:`BackendError` naming everything ``module`` lacks to be backend ``name``."""
+    problems = []
+    capabilities = getattr(module, "CAPABILITIES", None)
+    if not isinstance(capabilities, frozenset) or not capabilities or not capabilities <= {INFERENCE, TRAINING}:
+        problems.append(f"CAPABILITIES must be a frozenset of {{'{INFERENCE}', '{TRAINING}'}}, "
+                        f"got {capabilities!r}")
+        capabilities = frozenset({INFERENCE})
+    if getattr(module, "NAME", None) != name:
+        problems.append(f"NAME must be {name!r}, got {getattr(module, 'NAME', None)!r}")
+    for function in required_functions(capabilities):
+        member = getattr(module, function, None)
+        if not callable(member):
+            problems.append(f"{function}() is missing")
+            continue
+        wanted = list(inspect.signature(getattr(Adapter, function)).parameters)[1:]  # drop self
+        got = list(inspect.signature(member).parameters)
+        if got != wanted:
+            problems.append(f"{function}({', '.join(got)}) should take ({', '.join(wanted)})")
+    if problems:
+        raise BackendError(f"backend {name!r} ({module.__name__}) does not satisfy polylenet.adapter."
+                           f"Adapter: " + "; ".join(problems))

@@ -1,0 +1,65 @@
+"""Spec files: load a named variant or a JSON/YAML spec file, and save one atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Union
+
+from polylenet.atomic import atomic_write
+from polylenet.errors import SpecError
+from polylenet.spec import VARIANTS, Spec, spec_from_dict
+
+
+def load_spec(name_or_path: Union[str, os.PathLike, Spec] = "lenet5") -> Spec:
+    """Return a named variant, or load a spec from a ``.json``/``.yaml`` file.
+
+    >>> load_spec("lenet5").layers[0]
+    Conv2D(out_channels=6, kernel=5, stride=1, padding=2, type='conv2d')
+    """
+    if isinstance(name_or_path, Spec):  # validated when it was made
+        return name_or_path
+    key = str(name_or_path)
+    if key in VARIANTS:
+        return VARIANTS[key]
+    path = Path(key)
+    if not path.suffix:
+        raise SpecError(f"unknown spec {key!r}: use one of {sorted(VARIANTS)} or a path to a "
+                        ".json/.yaml spec file")
+    if not path.is_file():
+        raise SpecError(f"spec file {key!r} does not exist (named variants: {sorted(VARIANTS)})")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            data = _load_yaml(text, key)
+        else:
+            data = json.loads(text)
+    except (ValueError, SpecError) as exc:
+        raise SpecError(f"spec file {key!r} is not valid {path.suffix[1:].upper()}: {exc}") from None
+    return spec_from_dict(data, key)
+
+
+def _load_yaml(text: str, source: str) -> Any:
+    try:
+        import yaml
+    except ImportError:
+        raise SpecError(f"{source}: reading YAML specs needs PyYAML: pip install pyyaml "
+                        "(or save the spec as .json)") from None
+    return yaml.safe_load(text)
+
+
+def save_spec(spec: Spec, path: Union[str, os.PathLike]) -> Path:
+    """Write ``spec`` as JSON (or YAML for .yaml/.yml) atomically; :func:`load_spec` reads it back."""
+    path = Path(path)
+    data = spec.to_dict()
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise SpecError("writing YAML specs needs PyYAML: pip install pyyaml") from None
+        text = yaml.safe_dump(data, sort_keys=False)
+    else:
+        text = json.dumps(data, indent=2) + "\n"
+    atomic_write(path, text.encode())
+    return path
