@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 
-# MindSpore's C++ log is verbose at WARNING; keep ERROR unless the user set GLOG_v.
-os.environ.setdefault("GLOG_v", "3")
+import numpy as np
 
-import mindspore as ms  # noqa: E402
-import numpy as np  # noqa: E402
-from mindspore import nn, ops  # noqa: E402
+from polylenet.layers import Activation, BatchNorm, Conv2D, Dense, Flatten, Pool2D, unsupported_layer
+from polylenet.quiet import quiet_import
+from polylenet.shapes import is_state, layer_table, param_shapes
 
-from polylenet.layers import (Activation, BatchNorm, Conv2D, Dense, Flatten, Pool2D,  # noqa: E402
-                              unsupported_layer)
-from polylenet.shapes import is_state, layer_table, param_shapes  # noqa: E402
+# MindSpore's C++ log is verbose at WARNING; it reads GLOG_v once, while importing.
+with quiet_import({"GLOG_v": "3"}):
+    import mindspore as ms
+    from mindspore import nn, ops
 
 NAME = "mindspore"
 CAPABILITIES = frozenset({"inference", "training"})
 _ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": lambda: ExactTanh()}
 _POOLS = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}
 _loss = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
-
-ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
 
 
 class Im2colConv2d(nn.Cell):

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
-with warnings.catch_warnings():
-    # mxnet 1.9.1 touches numpy aliases deprecated in numpy 1.20-1.23 while importing.
-    warnings.simplefilter("ignore", DeprecationWarning)
+from polylenet.layers import Activation, BatchNorm, Conv2D, Dense, Flatten, Pool2D, unsupported_layer
+from polylenet.quiet import quiet_import
+from polylenet.shapes import is_state, layer_table
+
+# mxnet 1.9.1 touches numpy aliases deprecated in numpy 1.20-1.23 while importing.
+with quiet_import(ignore={"": DeprecationWarning}):
     import mxnet as mx
     from mxnet import autograd, gluon
     from mxnet.gluon import nn
-
-from polylenet.layers import Activation, BatchNorm, Conv2D, Dense, Flatten, Pool2D, unsupported_layer
-from polylenet.shapes import is_state, layer_table
 
 NAME = "mxnet"
 CAPABILITIES = frozenset({"inference", "training"})

@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
+from polylenet.layers import Activation, BatchNorm, Conv2D, Dense, Flatten, Pool2D, unsupported_layer
+from polylenet.quiet import quiet_import
+from polylenet.shapes import is_state, layer_table, param_shapes
+
 # paddle 3.3 warns on import that ccache (a C++ extension build cache) is missing; LeNet builds none.
-warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
-
-import paddle  # noqa: E402
-from paddle import nn  # noqa: E402
-from paddle.nn import functional as F  # noqa: E402
-
-from polylenet.layers import (Activation, BatchNorm, Conv2D, Dense, Flatten, Pool2D,  # noqa: E402
-                              unsupported_layer)
-from polylenet.shapes import is_state, layer_table, param_shapes  # noqa: E402
+with quiet_import(ignore={"No ccache found": UserWarning}):
+    import paddle
+    from paddle import nn
+    from paddle.nn import functional as F
 
 NAME = "paddle"
 CAPABILITIES = frozenset({"inference", "training"})
 _ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh}
 _POOLS = {"avg": nn.AvgPool2D, "max": nn.MaxPool2D}
-
-paddle.set_device("cpu")
 
 
 def version() -> str:

@@ -2,37 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-
 import numpy as np
 
 from polylenet.layers import Activation, BatchNorm, Conv2D, Dense, Flatten, Pool2D, unsupported_layer
+from polylenet.quiet import quiet_import
 from polylenet.shapes import is_state, layer_table
 
-
-@contextlib.contextmanager
-def _quiet_native_stderr():
-    """TF 2.21 prints its oneDNN banner from C++ while importing, before absl logging starts, so
-    TF_CPP_MIN_LOG_LEVEL cannot hide it; silence file descriptor 2 for the import alone.
-    A user who sets TF_CPP_MIN_LOG_LEVEL themselves sees everything TF prints."""
-    if "TF_CPP_MIN_LOG_LEVEL" in os.environ:
-        yield
-        return
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-with _quiet_native_stderr():
-    import tensorflow as tf
+# TF 2.21 prints its oneDNN banner from C++ while importing, before absl logging starts, so
+# TF_CPP_MIN_LOG_LEVEL alone cannot hide it: file descriptor 2 is silenced for the import.
+with quiet_import({"TF_CPP_MIN_LOG_LEVEL": "2"}, silence_stderr=True):
     import keras
+    import tensorflow as tf
 
 NAME = "tensorflow"
 CAPABILITIES = frozenset({"inference", "training"})

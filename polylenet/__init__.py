@@ -7,15 +7,31 @@ Gluon, PaddlePaddle and MindSpore models, checked against a NumPy reference.
 ('dense3', (1, 10))
 """
 
+from polylenet.api import (
+                              backend_of,
+                              build,
+                              forward,
+                              get_weights,
+                              layer_shapes,
+                              loss_and_grads,
+                              set_weights,
+                              spec_of,
+                              trainer,
+)
 from polylenet.checkpoint import load_checkpoint, save_checkpoint
 from polylenet.data import DataError, load_data, read_idx
-from polylenet.errors import (BackendError, BackendUnavailable, CheckpointError, PolylenetError,
-                              SpecError, TrainingDiverged, WeightsError)
-from polylenet.models import (backend_of, build, forward, get_weights, layer_shapes,
-                              loss_and_grads, set_weights, spec_of, trainer)
+from polylenet.errors import (
+                              BackendError,
+                              BackendUnavailable,
+                              CheckpointError,
+                              PolylenetError,
+                              SpecError,
+                              TrainingDiverged,
+                              WeightsError,
+)
+from polylenet.layers import activation, batchnorm, conv2d, dense, flatten, pool2d
 from polylenet.registry import available_backends, known_backends
 from polylenet.shapes import format_shape_table, param_shapes, spec_layer_shapes
-from polylenet.layers import activation, batchnorm, conv2d, dense, flatten, pool2d
 from polylenet.spec import VARIANTS, Spec
 from polylenet.specfile import load_spec, save_spec
 from polylenet.training import EpochStats, History, TrainConfig, batch_order, book_lr, evaluate, train

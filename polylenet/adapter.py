@@ -3,7 +3,7 @@
 A backend is a module (``backends/torch.py``, or a third party's module registered under the
 ``polylenet.backends`` entry-point group) with the names below, defined in this order. Only the
 adapter imports its framework. :func:`polylenet.build` and the other functions of
-:mod:`polylenet.models` validate everything before it reaches an adapter, so an adapter may rely
+:mod:`polylenet.api` validate everything before it reaches an adapter, so an adapter may rely
 on what each docstring says it receives, and must return what it says it returns.
 
 >>> from polylenet.registry import get_backend
@@ -52,7 +52,9 @@ class Adapter(Protocol):
     def build(self, spec: Spec) -> Any:
         """The framework's own model for a validated ``spec``, one native layer per spec layer
         (named as ``spec.layer_names()``). Its parameter values do not matter: ``set_weights``
-        follows. A layer type the adapter cannot translate raises
+        follows. polylenet records the spec and backend on it as attributes
+        (``model.polylenet_spec``), so it must be an instance of a class, not a builtin such as
+        a dict. A layer type the adapter cannot translate raises
         :func:`polylenet.layers.unsupported_layer`, never a silent skip."""
 
     def set_weights(self, model: Any, spec: Spec, weights: Weights) -> None:

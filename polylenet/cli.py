@@ -36,7 +36,8 @@ def _add_protocol(p: argparse.ArgumentParser) -> None:
 def _config(args: argparse.Namespace):
     from polylenet.training import TrainConfig, book_lr
 
-    return TrainConfig(lr=book_lr(args.spec) if args.lr is None else args.lr, batch_size=args.batch_size, epochs=args.epochs, seed=args.seed,
+    return TrainConfig(lr=book_lr(args.spec) if args.lr is None else args.lr, batch_size=args.batch_size,
+                       epochs=args.epochs, seed=args.seed,
                        dataset=args.dataset, train_subset=args.train_subset, compiled=not args.eager)
 
 
@@ -69,7 +70,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def cmd_shapes(args: argparse.Namespace) -> int:
-    from polylenet.models import build, layer_shapes
+    from polylenet.api import build, layer_shapes
     from polylenet.shapes import format_shape_table, spec_layer_shapes
     from polylenet.specfile import load_spec
 
@@ -101,10 +102,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _record(args: argparse.Namespace, out: Path, history) -> None:
     """What compare needs beyond the history: shapes as built, and test-set logits before/after."""
+    from polylenet.api import build, forward, layer_shapes
     from polylenet.atomic import atomic_write
     from polylenet.checkpoint import load_checkpoint
     from polylenet.data import load_data
-    from polylenet.models import build, forward, layer_shapes
     from polylenet.training import to_inputs
 
     config = _config(args)

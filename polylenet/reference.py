@@ -136,7 +136,12 @@ def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.nda
 class NumpyLeNet:
     """A spec interpreted in NumPy: ``model(x)`` gives logits; ``params`` holds neutral weights."""
 
+    LAYERS = (Conv2D, Pool2D, Activation, Flatten, Dense, BatchNorm)  # what forward_layers interprets
+
     def __init__(self, spec: Spec, params: Weights):
+        for name, layer in spec.named_layers():
+            if not isinstance(layer, self.LAYERS):
+                raise unsupported_layer("numpy", name, layer)
         self.spec = spec
         self.params = params
 

@@ -51,7 +51,8 @@ def _markdown(results: dict[str, dict], settings: dict, agreement: dict) -> str:
              f"epochs, seed {settings['seed']}"
              + (f", fixed subset of {settings['train_subset']} training images" if settings.get("train_subset") else "")
              + "; the same initial weights and batch order on every backend.", "",
-             "| backend | framework version | train loss | train acc | test acc | examples/sec (mean over epochs) | wall time (s) | peak memory (MB) |",
+             "| backend | framework version | train loss | train acc | test acc | examples/sec (mean over epochs) "
+             "| wall time (s) | peak memory (MB) |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for backend, r in ok.items():
         h, f = r["history"], r["history"]["epochs"][-1]

@@ -12,8 +12,7 @@ from functools import cached_property
 from typing import Any
 
 from polylenet.errors import SpecError
-from polylenet.layers import (LAYER_TYPES, PREFIX, Layer, Shape, activation, batchnorm, conv2d,
-                              dense, flatten, pool2d)
+from polylenet.layers import LAYER_TYPES, PREFIX, Layer, Shape, activation, batchnorm, conv2d, dense, flatten, pool2d
 
 
 @dataclass(frozen=True)

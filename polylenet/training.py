@@ -19,11 +19,11 @@ from typing import Any, Iterator, Optional, Union
 
 import numpy as np
 
+from polylenet.api import build, forward, get_weights, trainer
 from polylenet.atomic import atomic_write
 from polylenet.checkpoint import load_checkpoint, save_checkpoint
 from polylenet.data import Dataset, load_data
 from polylenet.errors import CheckpointError, TrainingDiverged
-from polylenet.models import build, forward, get_weights, trainer
 from polylenet.progress import ProgressBar
 from polylenet.registry import get_backend, resolve_name
 from polylenet.spec import Spec, spec_from_dict

@@ -5,9 +5,9 @@ import subprocess
 import sys
 
 import pytest
+from test_data import make_dataset
 
 from polylenet.cli import main
-from test_data import make_dataset
 
 
 def run(*args):

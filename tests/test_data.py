@@ -81,7 +81,8 @@ def test_search_order_data_dir_then_env_then_cache(isolated, monkeypatch):
     env = make_dataset(isolated / "env" / "fashion-mnist", seed=2)
     cached = make_dataset(isolated / "cache" / "polylenet" / "fashion-mnist", seed=3)
     monkeypatch.setenv("POLYLENET_DATA", str(isolated / "env"))
-    first = lambda d: d["arrays"]["train-images-idx3-ubyte.gz"]
+    def first(d):
+        return d["arrays"]["train-images-idx3-ubyte.gz"]
     assert np.array_equal(load_data(data_dir=isolated / "explicit").train_images, first(explicit))
     assert np.array_equal(load_data().train_images, first(env))
     monkeypatch.delenv("POLYLENET_DATA")
@@ -200,6 +201,7 @@ def test_next_mirror_is_tried_and_server_down_is_clear(isolated, server):
 
 def test_canonical_checksums_are_the_published_ones():
     sums = DATASETS["fashion-mnist"].sha256
-    assert sums["train-images-idx3-ubyte.gz"].startswith("3aede38d") and sums["train-images-idx3-ubyte.gz"].endswith("a84")
-    assert sums["t10k-labels-idx1-ubyte.gz"].startswith("67da17c7") and sums["t10k-labels-idx1-ubyte.gz"].endswith("dd5")
+    train_images, test_labels = sums["train-images-idx3-ubyte.gz"], sums["t10k-labels-idx1-ubyte.gz"]
+    assert train_images.startswith("3aede38d") and train_images.endswith("a84")
+    assert test_labels.startswith("67da17c7") and test_labels.endswith("dd5")
     assert data.cache_dir().name == "polylenet"

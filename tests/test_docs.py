@@ -9,7 +9,7 @@ import pytest
 
 import polylenet
 
-MODULES = ["polylenet", "polylenet.spec", "polylenet.shapes", "polylenet.weights", "polylenet.models",
+MODULES = ["polylenet", "polylenet.spec", "polylenet.shapes", "polylenet.weights", "polylenet.api",
            "polylenet.registry", "polylenet.data", "polylenet.checkpoint", "polylenet.training"]
 README = Path(__file__).resolve().parent.parent / "README.md"
 

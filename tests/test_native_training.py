@@ -46,8 +46,8 @@ def _train_mxnet(model, x, y):
     loss = gluon.loss.SoftmaxCrossEntropyLoss()
     for _ in range(STEPS):
         with autograd.record():
-            l = loss(model(nd.array(x)), nd.array(y))
-        l.backward()
+            batch_loss = loss(model(nd.array(x)), nd.array(y))
+        batch_loss.backward()
         trainer.step(len(x))
 
 

@@ -1,4 +1,3 @@
-import importlib.util
 
 import pytest
 
@@ -33,7 +32,8 @@ def test_missing_framework_names_the_extra(name):
 
 
 def test_no_framework_imported_by_the_core():
-    import subprocess, sys
+    import subprocess
+    import sys
     code = ("import sys, polylenet; polylenet.build('lenet5', backend='numpy'); "
             "print(sorted(m for m in ('torch','tensorflow','mxnet','paddle','mindspore','keras') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -11,8 +11,8 @@ def test_variants_match_d2l():
             for name in ("lenet5", "lenet-classic", "lenet-relu")}
     assert flat == {"lenet5": (1, 400), "lenet-classic": (1, 256), "lenet-relu": (1, 400)}
     relu = load_spec("lenet-relu")
-    assert {l.fn for l in relu.layers if l.type == "activation"} == {"relu"}
-    assert {l.kind for l in relu.layers if l.type == "pool2d"} == {"max"}
+    assert {layer.fn for layer in relu.layers if layer.type == "activation"} == {"relu"}
+    assert {layer.kind for layer in relu.layers if layer.type == "pool2d"} == {"max"}
 
 
 def test_lenet5_shape_table_is_d2ls():

@@ -45,7 +45,8 @@ def test_train_records_history_and_checkpoints(tiny, tmp_path):
     assert [e.epoch for e in h.epochs] == [1, 2, 3, 4] and len(h.step_losses) == 16
     assert h.config["lr"] == 0.1 and h.versions["numpy"] == np.__version__ and h.backend == "numpy"
     assert h.epochs[-1].train_loss < 0.5 * h.epochs[0].train_loss and h.final.test_acc > 0.9
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f"checkpoint-epoch0{i}.npz" for i in (1, 2, 3, 4)] + ["history.json"]
+    expected = [f"checkpoint-epoch0{i}.npz" for i in (1, 2, 3, 4)] + ["history.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == expected
     assert History.load(tmp_path / "history.json") == h
     json.dumps(h.to_dict())  # serialisable as it is
     weights, meta = polylenet.load_checkpoint(tmp_path / "checkpoint-epoch04.npz")
@@ -54,7 +55,8 @@ def test_train_records_history_and_checkpoints(tiny, tmp_path):
 
 def test_resume_matches_uninterrupted_exactly(tiny, tmp_path):
     config = TrainConfig(lr=0.5, batch_size=16, epochs=3, seed=4)
-    straight = polylenet.train("lenet-relu", backend="numpy", config=config, data=tiny, out_dir=tmp_path / "a", progress=False)
+    straight = polylenet.train("lenet-relu", backend="numpy", config=config, data=tiny, out_dir=tmp_path / "a",
+                               progress=False)
     polylenet.train("lenet-relu", backend="numpy", config=TrainConfig(lr=0.5, batch_size=16, epochs=1, seed=4),
                     data=tiny, out_dir=tmp_path / "b", progress=False)
     resumed = polylenet.train("lenet-relu", backend="numpy", config=config, data=tiny, out_dir=tmp_path / "b",
@@ -77,7 +79,8 @@ def test_resume_refuses_other_settings(tiny, tmp_path):
 
 
 def test_divergence_names_epoch_and_batch(tiny):
-    with pytest.raises(TrainingDiverged, match=r"numpy: training loss became (nan|inf) at epoch \d+, batch \d+ \(lr 1e\+30\)"):
+    message = r"numpy: training loss became (nan|inf) at epoch \d+, batch \d+ \(lr 1e\+30\)"
+    with pytest.raises(TrainingDiverged, match=message):
         polylenet.train("lenet-relu", backend="numpy", config=TrainConfig(lr=1e30, batch_size=16, epochs=5),
                         data=tiny, progress=False)
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import polylenet
-from polylenet.shapes import is_state
 from cases import batches, cancelled_by_batchnorm, conformance_weights, relative_error
+from polylenet.shapes import is_state
 
 
 def reference(spec, weights):
@@ -28,10 +28,10 @@ def test_logits_match_reference(backend, spec):
     assert np.max(np.abs(logits - expected)) <= 1e-5
 
 
-def test_loss_and_gradients_match_reference(backend, spec):
+def test_loss_and_gradients_match_reference(trainable, spec):
     weights = conformance_weights(spec)
     x, y = batches(spec, count=1)[0]
-    loss, grads = polylenet.loss_and_grads(polylenet.build(spec, backend=backend, weights=weights), x, y)
+    loss, grads = polylenet.loss_and_grads(polylenet.build(spec, backend=trainable, weights=weights), x, y)
     ref_loss, ref_grads = polylenet.loss_and_grads(reference(spec, weights), x, y)
     assert abs(loss - ref_loss) <= 1e-4 * abs(ref_loss)
     assert sorted(grads) == sorted(ref_grads)
@@ -46,9 +46,9 @@ def test_loss_and_gradients_match_reference(backend, spec):
 
 
 @pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "eager"])
-def test_three_sgd_steps_match_reference(backend, spec, compiled):
+def test_three_sgd_steps_match_reference(trainable, spec, compiled):
     weights = conformance_weights(spec)
-    model = polylenet.build(spec, backend=backend, weights=weights)
+    model = polylenet.build(spec, backend=trainable, weights=weights)
     ref = reference(spec, weights)
     step, ref_step = polylenet.trainer(model, lr=0.9, compiled=compiled), polylenet.trainer(ref, lr=0.9)
     for number, (x, y) in enumerate(batches(spec, count=3), 1):
@@ -78,3 +78,25 @@ def test_weights_round_trip_bit_exact(backend, spec):
     for key, value in weights.items():
         assert back[key].dtype == np.float32 and back[key].shape == value.shape, key
         assert np.array_equal(back[key], value), key
+
+
+def test_a_layer_type_the_adapter_does_not_know_is_refused(backend, monkeypatch):
+    """A layer type added to the vocabulary but not to an adapter is an error naming the backend
+    and the layer, never a silently dropped layer."""
+    from dataclasses import dataclass, field
+
+    from polylenet import layers
+
+    @dataclass(frozen=True)
+    class Identity:
+        type: str = field(default="identity", init=False)
+
+        def output_shape(self, where, shape):
+            return shape
+
+    monkeypatch.setitem(layers.LAYER_TYPES, "identity", Identity)
+    monkeypatch.setitem(layers.PREFIX, "identity", "id")
+    spec = polylenet.Spec("with-identity", (polylenet.flatten(), Identity(), polylenet.dense(10)),
+                          input_shape=(1, 4, 4))
+    with pytest.raises(polylenet.SpecError, match=rf"backend '{backend}' cannot build layer id1 of type 'identity'"):
+        polylenet.build(spec, backend=backend)

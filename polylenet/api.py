@@ -1,4 +1,5 @@
-"""Build a spec on any backend and move neutral weights and arrays in and out of the model."""
+"""The public API facade: validate the inputs, find the backend a model was built with, and
+dispatch to its adapter (the contract: polylenet.adapter.Adapter)."""
 
 from __future__ import annotations
 
