@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from polylenet.backends._nhwc import layouts, nchw_shape, to_native, to_neutral
 from polylenet.layers import Activation, BatchNorm, Conv2D, Dense, Flatten, Pool2D, unsupported_layer
 from polylenet.quiet import quiet_import
 from polylenet.shapes import is_state, layer_table
@@ -51,61 +52,15 @@ def build(spec):
     return keras.Sequential(layers, name=spec.name.replace("-", "_"))
 
 
-_KERAS_NAMES = {"weight": "kernel", "bias": "bias"}
-_KERAS_BN_NAMES = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean",
-                   "running_var": "moving_variance"}
-
-
-def _layouts(spec):
-    """Per neutral key, (Keras variable name, layout): layout is ("conv", None), ("dense", chw or
-    None) or ("vector", chw or None).
-
-    Conv kernels are HWIO and dense kernels (in, out) in Keras. Keras flattens NHWC in H*W*C
-    order, the neutral layout is C*H*W: until the first dense layer after a flatten, the
-    per-feature arrays (that dense layer's input rows, a batchnorm's vectors) carry the (C, H, W)
-    they were flattened from and are reordered.
-    """
-    layouts, chw = {}, None
-    for name, layer, in_shape, _ in layer_table(spec):
-        if isinstance(layer, Flatten):
-            chw = in_shape[1:]
-        elif isinstance(layer, (Conv2D, Dense)):
-            layouts[f"{name}.weight"] = ("kernel", ("conv", None) if isinstance(layer, Conv2D) else ("dense", chw))
-            layouts[f"{name}.bias"] = ("bias", ("vector", None))
-            chw = None
-        elif isinstance(layer, BatchNorm):
-            for attr, keras_name in _KERAS_BN_NAMES.items():
-                layouts[f"{name}.{attr}"] = (keras_name, ("vector", chw))
-    return layouts
-
-
-def to_native(value, layout):
-    kind, chw = layout
-    if kind == "conv":
-        return value.transpose(2, 3, 1, 0)
-    if kind == "dense" and chw is not None:  # (out, C*H*W) -> (H*W*C, out)
-        return value.reshape(value.shape[0], *chw).transpose(2, 3, 1, 0).reshape(-1, value.shape[0])
-    if kind == "vector" and chw is not None:  # C*H*W -> H*W*C
-        return value.reshape(chw).transpose(1, 2, 0).reshape(-1)
-    return value.T if kind == "dense" else value
-
-
-def to_neutral(value, layout):
-    kind, chw = layout
-    if kind == "conv":
-        return value.transpose(3, 2, 0, 1)
-    if kind == "dense" and chw is not None:  # (H*W*C, out) -> (out, C*H*W)
-        c, h, w = chw
-        return value.reshape(h, w, c, -1).transpose(3, 2, 0, 1).reshape(value.shape[1], -1)
-    if kind == "vector" and chw is not None:  # H*W*C -> C*H*W
-        c, h, w = chw
-        return value.reshape(h, w, c).transpose(2, 0, 1).reshape(-1)
-    return value.T if kind == "dense" else value
+# Keras's names for the neutral arrays, per layer type
+_KERAS_NAMES = {"conv2d": {"weight": "kernel", "bias": "bias"}, "dense": {"weight": "kernel", "bias": "bias"},
+                "batchnorm": {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean",
+                              "running_var": "moving_variance"}}
 
 
 def _variables(model, spec):
     """(key, layout, variable) for every neutral array, in the neutral order."""
-    for key, (keras_name, layout) in _layouts(spec).items():
+    for key, (keras_name, layout) in layouts(spec, _KERAS_NAMES).items():
         yield key, layout, getattr(model.get_layer(key.split(".")[0]), keras_name)
 
 
@@ -134,8 +89,7 @@ def layer_shapes(model, spec):
         x = layer(x)
         if layer.name.endswith("_pad"):
             continue
-        n, *rest = x.shape
-        shapes.append((layer.name, (n, rest[2], rest[0], rest[1]) if len(rest) == 3 else (n, *rest)))
+        shapes.append((layer.name, nchw_shape(x.shape)))
     return shapes
 
 

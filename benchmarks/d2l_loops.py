@@ -188,5 +188,58 @@ def train_mindspore(x, y, epochs, lr, batch_size):
     return time.perf_counter() - start
 
 
+def train_jax(x, y, epochs, lr, batch_size):
+    # d2l-en's JAX tab: a Flax Linen LeNet (NHWC, Xavier-uniform kernels), optax SGD in a
+    # flax TrainState, one jax.jit-compiled training step.
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from flax import linen as nn
+    from flax.training.train_state import TrainState
+
+    class LeNet(nn.Module):
+        num_classes: int = 10
+
+        def setup(self):
+            init = nn.initializers.xavier_uniform
+            self.net = nn.Sequential([
+                nn.Conv(features=6, kernel_size=(5, 5), padding="SAME", kernel_init=init()), nn.sigmoid,
+                lambda x: nn.avg_pool(x, window_shape=(2, 2), strides=(2, 2)),
+                nn.Conv(features=16, kernel_size=(5, 5), padding="VALID", kernel_init=init()), nn.sigmoid,
+                lambda x: nn.avg_pool(x, window_shape=(2, 2), strides=(2, 2)),
+                lambda x: x.reshape((x.shape[0], -1)),
+                nn.Dense(features=120, kernel_init=init()), nn.sigmoid,
+                nn.Dense(features=84, kernel_init=init()), nn.sigmoid,
+                nn.Dense(features=self.num_classes, kernel_init=init())])
+
+        def __call__(self, X):
+            return self.net(X)
+
+    net = LeNet()
+    nhwc = x.transpose(0, 2, 3, 1)
+    params = net.init(jax.random.PRNGKey(0), jnp.zeros((1, *nhwc.shape[1:])))["params"]
+    state = TrainState.create(apply_fn=net.apply, params=params, tx=optax.sgd(lr))
+
+    @jax.jit
+    def training_step(state, X, y_):
+        def loss(params):
+            y_hat = state.apply_fn({"params": params}, X)
+            return optax.softmax_cross_entropy_with_integer_labels(y_hat, y_).mean(), y_hat
+
+        (l, y_hat), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
+        return state.apply_gradients(grads=grads), l, (y_hat.argmax(1) == y_).sum()
+
+    rng = np.random.default_rng(0)
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        metric = np.zeros(3)
+        order = rng.permutation(len(nhwc))  # d2l's loader shuffles each epoch
+        for i in range(0, len(order), batch_size):
+            idx = order[i:i + batch_size]
+            state, l, correct = training_step(state, nhwc[idx], y[idx])
+            metric += (float(l) * len(idx), float(correct), len(idx))
+    return time.perf_counter() - start
+
+
 LOOPS = {"torch": train_torch, "tensorflow": train_tensorflow, "mxnet": train_mxnet,
-         "paddle": train_paddle, "mindspore": train_mindspore}
+         "paddle": train_paddle, "mindspore": train_mindspore, "jax": train_jax}

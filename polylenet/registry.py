@@ -37,6 +37,7 @@ BUILTIN = {
         BackendInfo("mxnet", "polylenet.backends.mxnet", "mxnet", "mxnet"),
         BackendInfo("paddle", "polylenet.backends.paddle", "paddle", "paddlepaddle"),
         BackendInfo("mindspore", "polylenet.backends.mindspore", "mindspore", "mindspore"),
+        BackendInfo("jax", "polylenet.backends.jax", "flax", "jax, flax and optax"),
     )
 }
 

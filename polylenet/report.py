@@ -20,7 +20,7 @@ def throughput(history: dict) -> float:
 # Overlapping curves are the expected result: wide solid lines under thin dashed ones keep each visible.
 _STYLES = [dict(linewidth=5.0, linestyle="-", marker="o", alpha=0.5), dict(linewidth=3.5, linestyle="--", marker="s"),
            dict(linewidth=2.5, linestyle="-.", marker="^"), dict(linewidth=1.8, linestyle=":", marker="D"),
-           dict(linewidth=1.2, linestyle=(0, (5, 2)), marker="v")]
+           dict(linewidth=1.2, linestyle=(0, (5, 2)), marker="v"), dict(linewidth=0.8, linestyle="-", marker="x")]
 
 
 def logits_agreement(results: dict[str, dict]) -> dict[str, Any]:

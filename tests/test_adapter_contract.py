@@ -16,7 +16,7 @@ from polylenet.adapter import Adapter, check_adapter, required_functions
 from polylenet.errors import BackendError
 
 ROOT = Path(__file__).resolve().parent.parent
-ADAPTERS = sorted(p for p in (ROOT / "backends").glob("*.py") if p.name != "__init__.py")
+ADAPTERS = sorted(p for p in (ROOT / "backends").glob("*.py") if not p.name.startswith("_"))  # _nhwc.py: a helper
 
 
 def _top_level(path):

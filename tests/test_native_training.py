@@ -71,8 +71,27 @@ def _train_mindspore(model, x, y):
         optimizer(grads)
 
 
+def _train_jax(model, x, y):
+    import jax.numpy as jnp
+    import optax
+    from flax import nnx
+
+    model.train()
+    optimizer = nnx.Optimizer(model, optax.sgd(LR), wrt=nnx.Param)
+
+    @nnx.jit
+    def step(model, optimizer, images, labels):
+        def loss(model):
+            return optax.softmax_cross_entropy_with_integer_labels(model(images), labels).mean()
+
+        optimizer.update(model, nnx.grad(loss)(model))
+
+    for _ in range(STEPS):
+        step(model, optimizer, jnp.asarray(x.transpose(0, 2, 3, 1)), jnp.asarray(y))
+
+
 NATIVE = {"torch": _train_torch, "tensorflow": _train_tensorflow, "mxnet": _train_mxnet,
-          "paddle": _train_paddle, "mindspore": _train_mindspore}
+          "paddle": _train_paddle, "mindspore": _train_mindspore, "jax": _train_jax}
 
 
 @pytest.mark.parametrize("spec", ["lenet-relu", "lenet-bn"])

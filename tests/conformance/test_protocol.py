@@ -22,6 +22,14 @@ EXCHANGE = os.environ.get("POLYLENET_EXCHANGE_DIR")
 # 0.6558-0.7219, test acc 0.5006-0.6808, train loss 0.7544-0.9245.
 SHORT = dict(spec="lenet-relu", config=TrainConfig(lr=0.1, epochs=3, train_subset=10000))
 SHORT_BOUNDS = {"train_acc": 0.60, "test_acc": 0.45, "train_loss": 1.05}
+# The BN chapter's short protocol, run in CI instead of its full 10 epochs (MindSpore alone takes
+# ~15 minutes for those): lenet-bn at the book's lr 1.0, 3 epochs on the same subset. Measured,
+# 25 runs (5 backends x seeds 0-4, 2026-11): train acc 0.7211-0.7632, train loss 0.6471-0.7650,
+# test acc 0.3721-0.7003 (evaluation mode swings with the running statistics at lr 1.0: seed 2
+# gives 0.372-0.375 on every backend, seed 0 0.599-0.700). Bounds below the worst seen.
+SHORT_BN = dict(spec="lenet-bn", config=TrainConfig(lr=1.0, epochs=3, train_subset=10000))
+SHORT_BN_BOUNDS = {"train_acc": 0.68, "test_acc": 0.30, "train_loss": 0.85}
+PROTOCOLS = {"lenet-relu": (SHORT, SHORT_BOUNDS), "lenet-bn": (SHORT_BN, SHORT_BN_BOUNDS)}
 
 
 @pytest.fixture(scope="session")
@@ -71,12 +79,14 @@ def test_resume_matches_uninterrupted_run(trainable, variant, fashion, tmp_path)
     assert [e.test_acc for e in resumed.epochs] == [e.test_acc for e in straight.epochs]
 
 
-def test_short_protocol_bounds(trainable, fashion):
-    h = polylenet.train(SHORT["spec"], backend=trainable, config=SHORT["config"], data=fashion, progress=False)
+@pytest.mark.parametrize("variant", sorted(PROTOCOLS))
+def test_short_protocol_bounds(trainable, variant, fashion):
+    protocol, bounds = PROTOCOLS[variant]
+    h = polylenet.train(protocol["spec"], backend=trainable, config=protocol["config"], data=fashion, progress=False)
     final = h.final
-    assert final.train_acc >= SHORT_BOUNDS["train_acc"], final
-    assert final.test_acc >= SHORT_BOUNDS["test_acc"], final
-    assert final.train_loss <= SHORT_BOUNDS["train_loss"], final
+    assert final.train_acc >= bounds["train_acc"], final
+    assert final.test_acc >= bounds["test_acc"], final
+    assert final.train_loss <= bounds["train_loss"], final
 
 
 def _export(history, name):
