@@ -68,8 +68,17 @@ def mindspore_layer(x):
     return y, norm.moving_mean.asnumpy(), norm.moving_variance.asnumpy()
 
 
+def jax_layer(x):
+    import jax.numpy as jnp
+    from flax import nnx
+    nhwc = x.transpose(0, 2, 3, 1) if x.ndim == 4 else x
+    norm = nnx.BatchNorm(x.shape[1], momentum=MOMENTUM, epsilon=EPS, rngs=nnx.Rngs(0))
+    y = np.asarray(norm(jnp.asarray(nhwc)))  # training mode: use_running_average=False
+    return (y.transpose(0, 3, 1, 2) if x.ndim == 4 else y), np.asarray(norm.mean[...]), np.asarray(norm.var[...])
+
+
 LAYERS = {"torch": torch_layer, "tensorflow": tensorflow_layer, "mxnet": mxnet_layer, "paddle": paddle_layer,
-          "mindspore": mindspore_layer}
+          "mindspore": mindspore_layer, "jax": jax_layer}
 
 
 def measure(backend: str) -> None:
