@@ -83,6 +83,10 @@ def set_weights(model: Any, weights: Mapping[str, np.ndarray]) -> None:
 
 
 def _batch(spec: Spec, x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):  # uint8 pixels cast as they are would be 0..255
+        raise ValueError(f"expected float32 images scaled to [0, 1], got {x.dtype} values; scale them "
+                         "first, as train() does: polylenet.training.to_inputs(images) (x / 255)")
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim != 4 or x.shape[1:] != tuple(spec.input_shape):
         raise ValueError(f"expected an NCHW float32 batch of shape (N, {', '.join(map(str, spec.input_shape))}), "

@@ -55,6 +55,7 @@ def parser() -> argparse.ArgumentParser:
     _add_protocol(train)
     train.add_argument("--out", default=None, help="folder for history.json and per-epoch checkpoints")
     train.add_argument("--resume", default=None, help="checkpoint to continue from")
+    train.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--record", action="store_true", help=argparse.SUPPRESS)  # compare's child runs
 
@@ -90,7 +91,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     out = Path(args.out) if args.out else None
     history = train(args.spec, backend=args.backend, config=_config(args), data_dir=args.data_dir,
-                    out_dir=out, resume_from=args.resume, progress=False if args.quiet else None)
+                    out_dir=out, resume_from=args.resume, progress=False if args.quiet else None,
+                    overwrite=args.overwrite)
     if args.record and out is not None:
         _record(args, out, history)
     f = history.final
@@ -128,6 +130,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     report = run_compare(args.backends, _config(args), spec=args.spec, out=Path(args.out),
                          envs=args.envs, pythons=pythons, data_dir=args.data_dir)
     print(f"wrote {report}")
+    summary = json.loads((report.parent / "report.json").read_text())
+    if "plots_missing" in summary:
+        print(f"polylenet: no plots drawn: {summary['plots_missing']}", file=sys.stderr)
+    if not any(r["status"] == "ok" for r in summary["results"].values()):
+        print(f"polylenet: error: no backend trained (each one failed or was skipped; see {report})", file=sys.stderr)
+        return 1
     return 0
 
 

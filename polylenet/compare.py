@@ -52,7 +52,8 @@ def child_command(python: str, backend: str, spec: str, config: TrainConfig, out
                   data_dir: Optional[str]) -> list[str]:
     cmd = [python, "-m", "polylenet", "train", "--backend", backend, "--spec", spec,
            "--epochs", str(config.epochs), "--lr", repr(config.lr), "--batch-size", str(config.batch_size),
-           "--seed", str(config.seed), "--dataset", config.dataset, "--out", str(out), "--quiet", "--record"]
+           "--seed", str(config.seed), "--dataset", config.dataset, "--out", str(out), "--quiet", "--record",
+           "--overwrite"]  # a compare run replaces the previous one in its folder
     if config.train_subset is not None:
         cmd += ["--train-subset", str(config.train_subset)]
     if data_dir is not None:

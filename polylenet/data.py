@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import struct
 import tempfile
@@ -102,7 +103,7 @@ def read_idx(path: PathLike) -> np.ndarray:
         raise DataError(f"{path}: truncated IDX header")
     dims = struct.unpack(f">{ndim}I", raw[4:header])
     dtype = np.dtype(_IDX_DTYPES[code])
-    expected = int(np.prod(dims)) * dtype.itemsize
+    expected = math.prod(dims) * dtype.itemsize  # Python ints: absurd dims cannot overflow
     if len(raw) - header != expected:
         raise DataError(f"{path}: IDX header says {dims} ({expected} bytes of data) but the file "
                         f"holds {len(raw) - header}; it is truncated or corrupt: fetch it again")
@@ -128,12 +129,16 @@ def _read_folder(folder: Path, name: str) -> Dataset:
         if images.ndim != 3 or labels.ndim != 1:
             raise DataError(f"{folder}: {images_file} must hold (N, rows, cols) images and "
                             f"{labels_file} (N,) labels; got {images.shape} and {labels.shape}")
+        if images.dtype != np.uint8:
+            raise DataError(f"{folder}: {images_file} holds {images.dtype} values; images must be uint8 pixels "
+                            "(IDX type 0x08, 0-255), which polylenet scales to [0, 1]")
         if len(images) != len(labels):
             raise DataError(f"{folder}: {images_file} holds {len(images)} images but "
                             f"{labels_file} {len(labels)} labels")
-        if labels.size and labels.max() >= len(DATASETS[name].classes):
-            raise DataError(f"{folder}: {labels_file} has label {labels.max()}; {name} has "
-                            f"{len(DATASETS[name].classes)} classes")
+        classes = len(DATASETS[name].classes)
+        if labels.size and (labels.min() < 0 or labels.max() >= classes):
+            bad = labels.min() if labels.min() < 0 else labels.max()
+            raise DataError(f"{folder}: {labels_file} has label {bad}; {name} labels are 0 to {classes - 1}")
         arrays[split] = (images.astype(np.uint8), labels.astype(np.int32))
     return Dataset(name, *arrays["train"], *arrays["test"], source=folder)
 
@@ -219,6 +224,17 @@ def load_data(name: str = "fashion-mnist", data_dir: Optional[PathLike] = None,
     if name not in DATASETS:
         raise DataError(f"unknown data set {name!r}; known: {sorted(DATASETS)}")
     candidates = candidate_dirs(name, data_dir)
+    if data_dir is not None:  # a path the user gave must hold the data; the fallbacks are for no path
+        given = Path(data_dir)
+        for folder in candidates[:2]:
+            if _has_files(folder):
+                return _read_folder(folder, name)
+        if not given.is_dir():
+            raise DataError(f"--data-dir {given}: {'is a file, not a folder' if given.exists() else 'does not exist'}; "
+                            f"give the folder that holds {name}/ (or the four files)")
+        missing = [f for f in FILES if not (given / name / f).is_file()]
+        raise DataError(f"--data-dir {given}: no {name} data set there (missing {', '.join(missing)} in "
+                        f"{given / name}, nor all four in {given})")
     for folder in candidates:
         if _has_files(folder):
             return _read_folder(folder, name)

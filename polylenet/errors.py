@@ -21,9 +21,18 @@ class WeightsError(PolylenetError, ValueError):
     """Neutral weights that do not fit the spec (a missing key, a wrong shape)."""
 
 
+class ConfigError(PolylenetError, ValueError):
+    """A training setting out of range (epochs < 1, a non-positive learning rate, ...)."""
+
+
 class TrainingDiverged(PolylenetError, ArithmeticError):
     """The training loss became NaN or infinite; the message names the epoch and batch."""
 
 
 class CheckpointError(PolylenetError, ValueError):
     """A checkpoint that cannot be read or does not fit the run resuming from it."""
+
+
+class RunFolderError(PolylenetError, OSError):
+    """An output folder that cannot be used: a file, unwritable, locked by another training, or
+    holding another run."""

@@ -160,6 +160,17 @@ def batchnorm(momentum: float = 0.9, eps: float = 1e-5) -> BatchNorm:
     return BatchNorm(momentum, eps)
 
 
+def parameter_count(layer: Layer, in_shape: Shape) -> int:
+    """How many numbers the layer's neutral arrays hold (batchnorm's running statistics included)."""
+    if isinstance(layer, Conv2D):
+        return layer.out_channels * (in_shape[1] * layer.kernel * layer.kernel + 1)
+    if isinstance(layer, Dense):
+        return layer.units * (in_shape[1] + 1)
+    if isinstance(layer, BatchNorm):
+        return 4 * in_shape[1]
+    return 0
+
+
 def unsupported_layer(backend: str, name: str, layer: object) -> SpecError:
     """The error an adapter raises for a layer type it has no translation for (never a silent skip)."""
     kind = getattr(layer, "type", type(layer).__name__)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from itertools import combinations
 from pathlib import Path
@@ -122,10 +123,29 @@ def _plots(out: Path, results: dict[str, dict]) -> list[str]:
     return ["curves.png", "throughput.png"]
 
 
+PLOTS_HINT = 'the plots need matplotlib: pip install "polylenet[report]" (or pip install matplotlib)'
+
+
 def write_report(out: Path, results: dict[str, dict], settings: dict) -> Path:
-    """Write report.md, report.json and the plots into ``out``; returns report.md's path."""
+    """Write report.json and report.md into ``out``, then the plots (the data first, so nothing
+    is lost when the pictures cannot be drawn: without matplotlib the report says how to get
+    them); returns report.md's path."""
     agreement = logits_agreement(results)
-    plots = _plots(out, results)
-    report = {"settings": settings, "results": results, "logits": agreement, "plots": plots}
+    try:
+        can_plot = importlib.util.find_spec("matplotlib") is not None
+    except ImportError:  # an import hook that refuses it
+        can_plot = False
+    trained = any(r["status"] == "ok" for r in results.values())
+    planned = ["curves.png", "throughput.png"] if can_plot and trained else []
+    report = {"settings": settings, "results": results, "logits": agreement, "plots": planned}
+    if not can_plot:
+        report["plots_missing"] = PLOTS_HINT
     atomic_write(out / "report.json", (json.dumps(report, indent=2) + "\n").encode())
-    return atomic_write(out / "report.md", _markdown(results, settings, agreement).encode())
+    markdown = _markdown(results, settings, agreement)
+    if not planned:
+        markdown = markdown.replace("![training curves](curves.png)\n\n![throughput](throughput.png)\n",
+                                    f"No plots: {PLOTS_HINT}.\n" if not can_plot else "")
+    path = atomic_write(out / "report.md", markdown.encode())
+    if planned:
+        _plots(out, results)
+    return path

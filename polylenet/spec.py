@@ -7,12 +7,40 @@ spec into its framework's own layers.
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from typing import Any
 
 from polylenet.errors import SpecError
-from polylenet.layers import LAYER_TYPES, PREFIX, Layer, Shape, activation, batchnorm, conv2d, dense, flatten, pool2d
+from polylenet.layers import (
+    LAYER_TYPES,
+    PREFIX,
+    Layer,
+    Shape,
+    activation,
+    batchnorm,
+    conv2d,
+    dense,
+    flatten,
+    parameter_count,
+    pool2d,
+)
+
+# What a spec may ask for: far above any LeNet (lenet5 has 61,706 parameters and 15,786 activation
+# values per image, input included), far below what would exhaust memory.
+# $POLYLENET_MAX_PARAMETERS and $POLYLENET_MAX_ACTIVATIONS raise them.
+MAX_PARAMETERS = 10**8
+MAX_ACTIVATIONS = 10**8
+
+
+def _limit(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    try:
+        return int(value) if value else default
+    except ValueError:
+        raise SpecError(f"${name} must be a whole number, got {value!r}") from None
 
 
 @dataclass(frozen=True)
@@ -66,6 +94,7 @@ class Spec:
             raise SpecError(f"{where}: the layer list is empty")
         shape: Shape = (1, *c_h_w)
         table = []
+        parameters, activations = 0, math.prod(c_h_w)
         for index, layer in enumerate(self.layers):
             if type(layer) not in LAYER_TYPES.values():
                 raise SpecError(f"{where}: layer {index} is {layer!r}, not a layer of "
@@ -73,7 +102,15 @@ class Spec:
         for index, (name, layer) in enumerate(self.named_layers()):
             out = layer.output_shape(f"{where}: layer {index} ({name}, {layer.type})", shape)
             table.append((name, layer, shape, out))
+            parameters += parameter_count(layer, shape)
+            activations += math.prod(out[1:])
             shape = out
+        for what, count, variable, default in (
+                ("parameters", parameters, "POLYLENET_MAX_PARAMETERS", MAX_PARAMETERS),
+                ("activation values per image", activations, "POLYLENET_MAX_ACTIVATIONS", MAX_ACTIVATIONS)):
+            if count > _limit(variable, default):
+                raise SpecError(f"{where}: asks for {count:,} {what}, over the limit of "
+                                f"{_limit(variable, default):,}; make the layers smaller (or raise ${variable})")
         if len(shape) != 2 or shape[1] != self.num_classes:
             raise SpecError(f"{where}: the last layer must be a dense layer with num_classes="
                             f"{self.num_classes} units; the network ends with shape {shape}")
@@ -145,7 +182,7 @@ def spec_from_dict(data: dict[str, Any], source: str = "<dict>") -> Spec:
         if not isinstance(item, dict) or "type" not in item:
             raise SpecError(f"{where}: each layer needs a 'type' (one of {sorted(LAYER_TYPES)})")
         kind = item["type"]
-        if kind not in LAYER_TYPES:
+        if not isinstance(kind, str) or kind not in LAYER_TYPES:
             raise SpecError(f"{where}: unknown layer type {kind!r}; known: {sorted(LAYER_TYPES)}")
         args = {k: v for k, v in item.items() if k != "type"}
         try:

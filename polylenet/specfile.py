@@ -29,15 +29,22 @@ def load_spec(name_or_path: Union[str, os.PathLike, Spec] = "lenet5") -> Spec:
                         ".json/.yaml spec file")
     if not path.is_file():
         raise SpecError(f"spec file {key!r} does not exist (named variants: {sorted(VARIANTS)})")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read spec file {key!r}: {exc}") from None
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
             data = _load_yaml(text, key)
         else:
             data = json.loads(text)
-    except (ValueError, SpecError) as exc:
+        return spec_from_dict(data, key)
+    except RecursionError:
+        raise SpecError(f"spec file {key!r} is nested too deeply to be a spec") from None
+    except ValueError as exc:
+        if isinstance(exc, SpecError):
+            raise
         raise SpecError(f"spec file {key!r} is not valid {path.suffix[1:].upper()}: {exc}") from None
-    return spec_from_dict(data, key)
 
 
 def _load_yaml(text: str, source: str) -> Any:
@@ -46,7 +53,17 @@ def _load_yaml(text: str, source: str) -> Any:
     except ImportError:
         raise SpecError(f"{source}: reading YAML specs needs PyYAML: pip install pyyaml "
                         "(or save the spec as .json)") from None
-    return yaml.safe_load(text)
+    try:
+        return yaml.safe_load(text)  # never constructs Python objects
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        if isinstance(exc, yaml.composer.ComposerError) and "single document" in str(exc):
+            problem = "it holds several YAML documents; a spec file holds one"
+        elif isinstance(exc, yaml.constructor.ConstructorError):
+            problem = f"unsupported YAML tag ({problem}); a spec is plain mappings, lists, numbers and strings"
+        raise SpecError(f"{source}: not a valid spec file{where}: {problem}") from None
 
 
 def save_spec(spec: Spec, path: Union[str, os.PathLike]) -> Path:

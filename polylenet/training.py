@@ -23,9 +23,10 @@ from polylenet.api import build, forward, get_weights, trainer
 from polylenet.atomic import atomic_write
 from polylenet.checkpoint import load_checkpoint, save_checkpoint
 from polylenet.data import Dataset, load_data
-from polylenet.errors import CheckpointError, TrainingDiverged
+from polylenet.errors import CheckpointError, ConfigError, TrainingDiverged
 from polylenet.progress import ProgressBar
 from polylenet.registry import get_backend, resolve_name
+from polylenet.rundir import claim_run_folder
 from polylenet.spec import Spec, spec_from_dict
 from polylenet.specfile import load_spec
 
@@ -52,6 +53,24 @@ class TrainConfig:
     max_steps: Optional[int] = None
     eval_batch_size: int = 1000
     compiled: bool = True  # the framework's compiled step where it has one; False for eager debugging
+
+    def __post_init__(self) -> None:
+        def whole(value, allow_none=False, least=1):
+            if value is None and allow_none:
+                return True
+            return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+        lr = self.lr
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+            raise ConfigError(f"lr must be a positive finite number, got {lr!r}")
+        for key in ("epochs", "batch_size", "eval_batch_size"):
+            if not whole(getattr(self, key)):
+                raise ConfigError(f"{key} must be a whole number >= 1, got {getattr(self, key)!r}")
+        for key in ("train_subset", "test_subset", "max_steps"):
+            if not whole(getattr(self, key), allow_none=True):
+                raise ConfigError(f"{key} must be a whole number >= 1 (or left out), got {getattr(self, key)!r}")
+        if not whole(self.seed, least=0):
+            raise ConfigError(f"seed must be a whole number >= 0, got {self.seed!r}")
 
 
 # The learning rate each d2l chapter trains its variant with, where it is not TrainConfig's 0.9:
@@ -162,13 +181,14 @@ def train(spec: Union[Spec, str] = "lenet5", backend: Optional[str] = None,
           config: Optional[TrainConfig] = None, data_dir: Optional[Union[str, os.PathLike]] = None,
           out_dir: Optional[Union[str, os.PathLike]] = None,
           resume_from: Optional[Union[str, os.PathLike]] = None,
-          progress: Optional[bool] = None, data: Optional[Dataset] = None) -> History:
+          progress: Optional[bool] = None, data: Optional[Dataset] = None, overwrite: bool = False) -> History:
     """Run the d2l LeNet protocol on one backend and return its :class:`History`.
 
     With ``out_dir``, a checkpoint (``checkpoint-epochNN.npz``, neutral layout) and
     ``history.json`` are written atomically after every epoch; ``resume_from`` continues from
-    such a checkpoint exactly where the uninterrupted run would be. ``progress`` shows a bar per
-    epoch (default: when stderr is a terminal).
+    such a checkpoint exactly where the uninterrupted run would be. An ``out_dir`` that already
+    holds a run is refused unless resuming or ``overwrite``; two trainings cannot write to one
+    folder at once. ``progress`` shows a bar per epoch (default: when stderr is a terminal).
 
     >>> import polylenet
     >>> h = polylenet.train("lenet5", backend="torch", config=polylenet.TrainConfig(epochs=1))  # doctest: +SKIP
@@ -178,6 +198,14 @@ def train(spec: Union[Spec, str] = "lenet5", backend: Optional[str] = None,
     config = config or TrainConfig()
     spec = load_spec(spec)
     name = resolve_name(backend)
+    if out_dir is None:
+        return _train(spec, name, config, data_dir, None, resume_from, progress, data)
+    with claim_run_folder(out_dir, resuming=resume_from is not None, overwrite=overwrite):
+        return _train(spec, name, config, data_dir, out_dir, resume_from, progress, data)
+
+
+def _train(spec: Spec, name: str, config: TrainConfig, data_dir, out_dir, resume_from, progress,
+           data: Optional[Dataset]) -> History:
     start_epoch, history = 0, None
     weights = None
     if resume_from is not None:
@@ -189,6 +217,10 @@ def train(spec: Union[Spec, str] = "lenet5", backend: Optional[str] = None,
     history = history or History(name, spec.to_dict(), asdict(config), _versions(name))
 
     data = data or load_data(config.dataset, data_dir)
+    classes = int(max(data.train_labels.max(initial=0), data.test_labels.max(initial=0))) + 1
+    if classes > spec.num_classes:
+        raise ConfigError(f"spec {spec.name!r} has num_classes={spec.num_classes}, but {data.name} has labels up to "
+                          f"{classes - 1}; give the spec's last dense layer (and num_classes) {classes} units")
     history.data_source = str(data.source)
     train_idx = fixed_subset(len(data.train_labels), config.train_subset)
     test_idx = fixed_subset(len(data.test_labels), config.test_subset)

@@ -25,7 +25,8 @@ def test_shapes_table(capsys):
 @pytest.mark.parametrize("args, message", [
     (["shapes", "--backend", "caffe"], "unknown backend 'caffe'; known backends: numpy, torch"),
     (["shapes", "--spec", "lenet9"], "unknown spec 'lenet9'"),
-    (["train", "--backend", "numpy", "--data-dir", "/nonexistent", "--dataset", "mnist"], "Put the four files"),
+    (["train", "--backend", "numpy", "--data-dir", "/nonexistent", "--dataset", "mnist"], "nonexistent: does not"),
+    (["train", "--backend", "numpy", "--dataset", "mnist"], "Put the four files"),
 ])
 def test_errors_are_one_line_without_traceback(args, message, monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
@@ -63,6 +64,10 @@ def test_train_writes_history_and_checkpoints(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "numpy: loss" in result.stdout
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint-epoch01.npz", "checkpoint-epoch02.npz", "history.json"]
+    again = run("train", "--backend", "numpy", "--epochs", "1", "--lr", "0.5", "--data-dir", str(tmp_path / "data"),
+                "--out", str(out), "--quiet")
+    assert again.returncode == 2 and "already holds a run" in again.stderr and "Traceback" not in again.stderr
+    assert len(list(out.iterdir())) == 3  # the first run is intact
 
 
 def test_compare_runs_children_and_reports(tmp_path):
@@ -85,3 +90,38 @@ def test_compare_reports_missing_environment(tmp_path):
     from polylenet.compare import run_backend
     result = run_backend("mxnet", None, "lenet5", None, tmp_path, None)
     assert result["status"] == "skipped" and "tox -e mxnet --notest" in result["reason"]
+
+
+# matplotlib made unimportable in the parent (compare's children train numpy and need none)
+NO_MATPLOTLIB = """
+import sys
+class Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "matplotlib":
+            raise ModuleNotFoundError("No module named 'matplotlib'", name=name)
+sys.meta_path.insert(0, Refuse())
+from polylenet.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_compare_without_matplotlib_keeps_the_report(tmp_path):
+    make_dataset(tmp_path / "data" / "fashion-mnist", train=48, test=16)
+    out = tmp_path / "cmp"
+    result = subprocess.run([sys.executable, "-c", NO_MATPLOTLIB, "compare", "--backends", "numpy", "--epochs", "1",
+                             "--batch-size", "16", "--data-dir", str(tmp_path / "data"), "--out", str(out)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert 'pip install "polylenet[report]"' in result.stderr and "Traceback" not in result.stderr
+    assert {"report.md", "report.json"} <= {p.name for p in out.iterdir()}
+    assert not (out / "curves.png").exists()
+    assert "No plots: the plots need matplotlib" in (out / "report.md").read_text()
+    data = json.loads((out / "report.json").read_text())
+    assert data["results"]["numpy"]["status"] == "ok" and data["plots"] == []
+
+
+def test_compare_in_which_every_backend_failed_exits_non_zero(tmp_path):
+    result = run("compare", "--backends", "torch", "--epochs", "1", "--out", str(tmp_path / "cmp"),
+                 "--python", "torch=" + str(tmp_path / "missing-python"))
+    assert result.returncode == 1
+    assert "no backend trained" in result.stderr and (tmp_path / "cmp" / "report.md").exists()

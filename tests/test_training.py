@@ -100,3 +100,52 @@ def test_progress_bar_only_when_enabled():
         bar.close("done")
     assert "epoch 1/1 [" in shown.getvalue() and "3/3" in shown.getvalue() and "done" in shown.getvalue()
     assert hidden.getvalue() == ""
+
+
+def _tiny_run(tiny, out, **kwargs):
+    config = TrainConfig(lr=0.5, batch_size=16, epochs=kwargs.pop("epochs", 1))
+    return polylenet.train("lenet-relu", backend="numpy", config=config, data=tiny, out_dir=out, progress=False,
+                           **kwargs)
+
+
+def test_a_folder_holding_a_run_is_refused_and_left_intact(tiny, tmp_path):
+    from polylenet.errors import RunFolderError
+
+    _tiny_run(tiny, tmp_path, epochs=2)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(RunFolderError, match=r"already holds a run \(checkpoint-epoch01.npz.*--resume.*--overwrite"):
+        _tiny_run(tiny, tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # first run intact, no lock left
+    _tiny_run(tiny, tmp_path, overwrite=True)  # replaces it whole: no epoch-2 checkpoint of the old run
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-epoch01.npz", "history.json"]
+
+
+def test_two_writers_and_bad_folders_are_refused_before_training(tiny, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from polylenet.errors import RunFolderError
+    from polylenet.rundir import LOCK
+
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (busy / LOCK).write_text(str(sleeper.pid))
+        with pytest.raises(RunFolderError, match=rf"another training \(pid {sleeper.pid}\) is writing to"):
+            _tiny_run(tiny, busy)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    _tiny_run(tiny, busy)  # the lock of a process that is gone is taken over
+    assert not (busy / LOCK).exists()
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(RunFolderError, match="is a file"):
+        _tiny_run(tiny, a_file)
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "ro"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(RunFolderError, match="cannot write"):
+            _tiny_run(tiny, locked)

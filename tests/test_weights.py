@@ -43,3 +43,10 @@ def test_weights_that_do_not_fit_are_named():
     del weights["conv1.bias"]
     with pytest.raises(WeightsError, match=r"missing \['conv1.bias'\]"):
         polylenet.build("lenet5", backend="numpy", weights=weights)
+
+
+def test_integer_pixels_are_refused_not_silently_misread():
+    model = polylenet.build("lenet5", backend="numpy")
+    with pytest.raises(ValueError, match=r"got uint8 values; scale them first.*to_inputs"):
+        polylenet.forward(model, np.full((2, 1, 28, 28), 255, np.uint8))
+    assert polylenet.forward(model, np.ones((2, 1, 28, 28), np.float64)).dtype == np.float32  # floats are fine
