@@ -8,6 +8,12 @@ from pathlib import Path
 from typing import Callable, Union
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Union[str, os.PathLike], data: bytes) -> Path:
     """Write ``data`` to a temporary file beside ``path``, then rename it into place."""
     return atomic_write_with(path, lambda f: f.write(data))
@@ -21,6 +27,7 @@ def atomic_write_with(path: Union[str, os.PathLike], write: Callable) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a written file gets the usual mode
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

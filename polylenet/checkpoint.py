@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import zipfile
 from pathlib import Path
 from typing import Any, Mapping, Union
 
@@ -39,10 +40,23 @@ def load_checkpoint(path: Union[str, os.PathLike]) -> tuple[Weights, dict[str, A
     >>> load_checkpoint(p)[1]
     {'epoch': 1}
     """
+    where = os.fspath(path)
     try:
         with np.load(path, allow_pickle=False) as data:
+            if _META not in data.files:
+                raise CheckpointError(f"{where} is not a polylenet checkpoint (no {_META} inside)")
             weights = {k[len(_PREFIX):]: data[k] for k in data.files if k.startswith(_PREFIX)}
             meta = json.loads(data[_META].tobytes().decode())
-    except (OSError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"cannot read checkpoint {os.fspath(path)!r}: {exc}") from None
+    except CheckpointError:
+        raise
+    except PermissionError as exc:
+        raise CheckpointError(f"cannot read checkpoint {where}: {exc.strerror} (check its permissions)") from None
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {where} does not exist") from None
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
+        # np.load of arbitrary bytes suggests allow_pickle; it is never turned on here
+        raise CheckpointError(f"{where} is not a readable polylenet checkpoint (damaged, truncated or another "
+                              f"kind of file: {type(exc).__name__})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("epoch"), int) or isinstance(meta.get("epoch"), bool):
+        raise CheckpointError(f"{where}: its header lacks an integer 'epoch'; it was not written by polylenet.train")
     return weights, meta

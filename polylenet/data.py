@@ -89,6 +89,10 @@ def read_idx(path: PathLike) -> np.ndarray:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as f:
             raw = f.read()
+    except PermissionError as exc:
+        raise DataError(f"{path}: cannot read it: {exc.strerror} (check its permissions)") from None
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing") from None
     except (OSError, EOFError) as exc:
         raise DataError(f"{path}: cannot read ({exc}); the file is damaged or not gzip: "
                         "delete it and fetch it again") from None

@@ -63,6 +63,8 @@ def claim_run_folder(folder: Union[str, os.PathLike], resuming: bool = False,
             raise
         raise RunFolderError(f"cannot use output folder {path}: {exc.strerror or exc}") from None
     try:
+        for partial in path.glob(".*.tmp"):  # an atomic write cut short by a killed run: never renamed
+            partial.unlink(missing_ok=True)
         earlier = sorted(path.glob("checkpoint-epoch*.npz")) + [p for p in [path / "history.json"] if p.exists()]
         if earlier and not resuming:
             if not overwrite:

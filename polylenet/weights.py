@@ -51,6 +51,9 @@ def init_weights(spec: Union[Spec, str] = "lenet5", seed: int = 0) -> Weights:
 def check_weights(spec: Spec, weights: Mapping[str, np.ndarray], source: str = "weights") -> Weights:
     """Return ``weights`` as contiguous float32 arrays, or raise naming the missing/misfit key."""
     expected = param_shapes(spec)
+    if not isinstance(weights, Mapping):
+        raise WeightsError(f"{source} must be a mapping of neutral arrays (as get_weights returns), "
+                           f"got {type(weights).__name__}")
     missing = sorted(set(expected) - set(weights))
     extra = sorted(set(weights) - set(expected))
     if missing or extra:

@@ -2,6 +2,7 @@
 
 import io
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -73,13 +74,14 @@ def test_resume_refuses_other_settings(tiny, tmp_path):
     with pytest.raises(CheckpointError, match="only epochs may differ"):
         polylenet.train("lenet-relu", backend="numpy", config=TrainConfig(lr=0.1, batch_size=16, epochs=2),
                         data=tiny, resume_from=tmp_path / "checkpoint-epoch01.npz", progress=False)
-    with pytest.raises(CheckpointError, match="saved for spec 'lenet-relu', not 'lenet5'"):
+    with pytest.raises(CheckpointError, match="saved for spec 'lenet-relu', which differs from 'lenet5'"):
         polylenet.train("lenet5", backend="numpy", config=TrainConfig(lr=0.5, batch_size=16, epochs=2),
                         data=tiny, resume_from=tmp_path / "checkpoint-epoch01.npz", progress=False)
 
 
 def test_divergence_names_epoch_and_batch(tiny):
-    message = r"numpy: training loss became (nan|inf) at epoch \d+, batch \d+ \(lr 1e\+30\)"
+    message = (r"numpy: training loss (became (nan|inf)|blew up to \S+ \(over 50 x ln\(10\)\)) "
+               r"at epoch \d+, batch \d+ \(lr 1e\+30\)")
     with pytest.raises(TrainingDiverged, match=message):
         polylenet.train("lenet-relu", backend="numpy", config=TrainConfig(lr=1e30, batch_size=16, epochs=5),
                         data=tiny, progress=False)
@@ -149,3 +151,66 @@ def test_two_writers_and_bad_folders_are_refused_before_training(tiny, tmp_path)
         locked.mkdir(mode=0o500)
         with pytest.raises(RunFolderError, match="cannot write"):
             _tiny_run(tiny, locked)
+
+
+def test_a_blown_up_loss_stops_the_run(tiny):
+    """Finite but exploding (lenet5 at lr 1e6 reaches 2.2e7 on Fashion-MNIST and never NaN)."""
+    with pytest.raises(TrainingDiverged, match=r"blew up to .* at epoch 1, batch \d+ \(lr 1000000.0\)"):
+        polylenet.train("lenet5", backend="numpy", config=TrainConfig(lr=1e6, batch_size=16, epochs=3), data=tiny,
+                        progress=False)
+
+
+def test_divergence_keeps_the_last_good_checkpoint_and_the_history(tiny, tmp_path, monkeypatch):
+    from polylenet import training
+
+    config = TrainConfig(lr=0.5, batch_size=16, epochs=3)
+    run = dict(backend="numpy", data=tiny, out_dir=tmp_path, progress=False)
+    polylenet.train("lenet-relu", config=replace(config, epochs=1), **run)
+    good = (tmp_path / "checkpoint-epoch01.npz").read_bytes()
+    monkeypatch.setattr(training, "BLOWN_UP", 1e-3)  # the next step's loss counts as blown up
+    with pytest.raises(TrainingDiverged, match=r"at epoch 2, batch 1"):
+        polylenet.train("lenet-relu", config=config, resume_from=tmp_path / "checkpoint-epoch01.npz", **run)
+    assert (tmp_path / "checkpoint-epoch01.npz").read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-epoch01.npz", "history.json"]
+    history = History.load(tmp_path / "history.json")
+    assert "at epoch 2, batch 1" in history.stopped and len(history.step_losses) == 4  # epoch 1's steps
+
+
+def test_bad_checkpoints_are_named_never_unpickled(tiny, tmp_path):
+    import json
+    import os
+
+    polylenet.train("lenet-relu", backend="numpy", config=TrainConfig(lr=0.5, batch_size=16, epochs=1), data=tiny,
+                    out_dir=tmp_path / "run", progress=False)
+    path = tmp_path / "run" / "checkpoint-epoch01.npz"
+    assert oct(path.stat().st_mode & 0o777) == oct(0o666 & ~_umask())  # not 0600 whatever the umask
+    raw = path.read_bytes()
+    for name, data in (("truncated", raw[: len(raw) // 2]), ("random", os.urandom(2000)),
+                       ("flipped", raw[:100] + bytes([raw[100] ^ 0xFF]) + raw[101:])):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(CheckpointError, match="not a readable polylenet checkpoint|not a polylenet checkpoint"):
+            polylenet.load_checkpoint(tmp_path / name)
+    polylenet.save_checkpoint(tmp_path / "odd.npz", {}, {"epoch": "one"})
+    with pytest.raises(CheckpointError, match="lacks an integer 'epoch'"):
+        polylenet.load_checkpoint(tmp_path / "odd.npz")
+    polylenet.save_checkpoint(tmp_path / "partial.npz", {}, {"epoch": 1})
+    with pytest.raises(CheckpointError, match=r"lacks \['spec', 'config', 'history'\]"):
+        polylenet.train("lenet-relu", backend="numpy", config=TrainConfig(lr=0.5, batch_size=16, epochs=2),
+                        data=tiny, resume_from=tmp_path / "partial.npz", progress=False)
+    with pytest.raises(CheckpointError, match="is at epoch 1, and --epochs is 1: nothing is left"):
+        polylenet.train("lenet-relu", backend="numpy", config=TrainConfig(lr=0.5, batch_size=16, epochs=1),
+                        data=tiny, resume_from=path, out_dir=tmp_path / "run", progress=False)
+    assert json.loads(json.dumps(polylenet.load_checkpoint(path)[1]["epoch"])) == 1
+
+
+def _umask():
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_set_weights_none_is_a_clear_error():
+    with pytest.raises(polylenet.WeightsError, match="must be a mapping of neutral arrays"):
+        polylenet.set_weights(polylenet.build("lenet5", backend="numpy"), None)
