@@ -9,6 +9,8 @@ they were flattened from and are reordered.
 
 from __future__ import annotations
 
+import numpy as np
+
 from polylenet.layers import BatchNorm, Conv2D, Dense, Flatten
 from polylenet.shapes import layer_table
 
@@ -57,6 +59,19 @@ def to_neutral(value, layout):
     return value.T if kind == "dense" else value
 
 
-def nchw_shape(shape):
-    """A channels-last activation shape as the neutral NCHW one ((N, F) stays as it is)."""
-    return (shape[0], shape[3], shape[1], shape[2]) if len(shape) == 4 else tuple(shape)
+def to_nchw(spec, outputs):
+    """Channels-last layer outputs ``[(name, array), ...]`` in the neutral layout: NHWC as NCHW,
+    and the features between a flatten and the next dense layer from H*W*C to C*H*W order."""
+    neutral, chw = [], None
+    for (name, layer, in_shape, _), (native_name, out) in zip(layer_table(spec), outputs):
+        if isinstance(layer, Flatten):
+            chw = in_shape[1:]
+        elif isinstance(layer, Dense):
+            chw = None
+        if out.ndim == 4:
+            out = out.transpose(0, 3, 1, 2)
+        elif chw is not None:
+            c, h, w = chw
+            out = out.reshape(len(out), h, w, c).transpose(0, 3, 1, 2).reshape(len(out), -1)
+        neutral.append((name, np.ascontiguousarray(out)))
+    return neutral

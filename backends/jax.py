@@ -15,7 +15,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from polylenet.backends._nhwc import layouts, nchw_shape, to_native, to_neutral
+from polylenet.backends._nhwc import layouts, to_native, to_nchw, to_neutral
 from polylenet.layers import Activation, BatchNorm, Conv2D, Dense, Flatten, Pool2D, unsupported_layer
 from polylenet.shapes import is_state, layer_table
 
@@ -98,14 +98,13 @@ def forward(model, spec, x):
     return np.asarray(_predict(model, _nhwc(x)))
 
 
-def layer_shapes(model, spec):
+def layer_outputs(model, spec, x):
     model.eval()
-    x = _nhwc(np.zeros((1, *spec.input_shape), np.float32))
-    shapes = []
+    h, outputs = _nhwc(x), []
     for name, layer in zip(spec.layer_names(), model.layers):
-        x = layer(x)
-        shapes.append((name, nchw_shape(x.shape)))
-    return shapes
+        h = layer(h)
+        outputs.append((name, np.asarray(h)))
+    return to_nchw(spec, outputs)
 
 
 def _loss(model, x, y):

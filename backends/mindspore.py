@@ -145,14 +145,13 @@ def forward(model, spec, x):
     return model(ms.Tensor(x)).asnumpy()
 
 
-def layer_shapes(model, spec):
+def layer_outputs(model, spec, x):
     model.set_train(False)
-    x = ms.Tensor(np.zeros((1, *spec.input_shape), np.float32))
-    shapes = []
+    h, outputs = ms.Tensor(x), []
     for name, cell in model.name_cells().items():
-        x = cell(x)
-        shapes.append((name, tuple(x.shape)))
-    return shapes
+        h = cell(h)
+        outputs.append((name, h.asnumpy()))
+    return outputs
 
 
 def _loss_fn(model):

@@ -79,13 +79,12 @@ def forward(model, spec, x):  # outside autograd.record(): predict mode
     return model(mx.nd.array(x, dtype=np.float32)).asnumpy()
 
 
-def layer_shapes(model, spec):
-    x = mx.nd.zeros((1, *spec.input_shape))
-    shapes = []
+def layer_outputs(model, spec, x):  # outside autograd.record(): predict mode
+    h, outputs = mx.nd.array(x, dtype=np.float32), []
     for block in model:
-        x = block(x)
-        shapes.append((block.prefix.rstrip("_"), x.shape))
-    return shapes
+        h = block(h)
+        outputs.append((block.prefix.rstrip("_"), h.asnumpy()))
+    return outputs
 
 
 def loss_and_grads(model, spec, x, y):

@@ -31,9 +31,9 @@ def forward(model, spec, x):
     return model(x)
 
 
-def layer_shapes(model, spec):
-    _, trace = model.forward_layers(np.zeros((1, *spec.input_shape), np.float32))
-    return [(name, out.shape) for name, _, out, _ in trace]
+def layer_outputs(model, spec, x):
+    _, trace = model.forward_layers(x)
+    return [(name, out.astype(np.float32)) for name, _, out, _ in trace]
 
 
 def loss_and_grads(model, spec, x, y):

@@ -84,15 +84,14 @@ def forward(model, spec, x):
         return model(paddle.to_tensor(x)).numpy()
 
 
-def layer_shapes(model, spec):
+def layer_outputs(model, spec, x):
     model.eval()
-    x = paddle.zeros((1, *spec.input_shape))
-    shapes = []
+    h, outputs = paddle.to_tensor(x), []
     with paddle.no_grad():
         for name, layer in model.named_children():
-            x = layer(x)
-            shapes.append((name, tuple(x.shape)))
-    return shapes
+            h = layer(h)
+            outputs.append((name, h.numpy()))
+    return outputs
 
 
 def loss_and_grads(model, spec, x, y):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from polylenet.backends._nhwc import layouts, nchw_shape, to_native, to_neutral
+from polylenet.backends._nhwc import layouts, to_native, to_nchw, to_neutral
 from polylenet.layers import Activation, BatchNorm, Conv2D, Dense, Flatten, Pool2D, unsupported_layer
 from polylenet.quiet import quiet_import
 from polylenet.shapes import is_state, layer_table
@@ -82,15 +82,13 @@ def forward(model, spec, x):
     return model(_nhwc(x), training=False).numpy()
 
 
-def layer_shapes(model, spec):
-    x = _nhwc(np.zeros((1, *spec.input_shape), np.float32))
-    shapes = []
+def layer_outputs(model, spec, x):
+    h, outputs = _nhwc(x), []
     for layer in model.layers:
-        x = layer(x)
-        if layer.name.endswith("_pad"):
-            continue
-        shapes.append((layer.name, nchw_shape(x.shape)))
-    return shapes
+        h = layer(h, training=False)
+        if not layer.name.endswith("_pad"):
+            outputs.append((layer.name, h.numpy()))
+    return to_nchw(spec, outputs)
 
 
 def loss_and_grads(model, spec, x, y):

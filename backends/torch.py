@@ -92,15 +92,14 @@ def forward(model, spec, x):
         return model(torch.from_numpy(x)).numpy()
 
 
-def layer_shapes(model, spec):
+def layer_outputs(model, spec, x):
     model.eval()
-    x = torch.zeros(1, *spec.input_shape)
-    shapes = []
+    h, outputs = torch.from_numpy(x), []
     with torch.no_grad():
         for name, layer in model.named_children():
-            x = layer(x)
-            shapes.append((name, tuple(x.shape)))
-    return shapes
+            h = layer(h)
+            outputs.append((name, h.numpy().copy()))
+    return outputs
 
 
 def loss_and_grads(model, spec, x, y):

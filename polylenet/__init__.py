@@ -8,26 +8,27 @@ Gluon, PaddlePaddle and MindSpore models, checked against a NumPy reference.
 """
 
 from polylenet.api import (
-                              backend_of,
-                              build,
-                              forward,
-                              get_weights,
-                              layer_shapes,
-                              loss_and_grads,
-                              set_weights,
-                              spec_of,
-                              trainer,
+    backend_of,
+    build,
+    forward,
+    get_weights,
+    layer_outputs,
+    layer_shapes,
+    loss_and_grads,
+    set_weights,
+    spec_of,
+    trainer,
 )
 from polylenet.checkpoint import load_checkpoint, save_checkpoint
 from polylenet.data import DataError, load_data, read_idx
 from polylenet.errors import (
-                              BackendError,
-                              BackendUnavailable,
-                              CheckpointError,
-                              PolylenetError,
-                              SpecError,
-                              TrainingDiverged,
-                              WeightsError,
+    BackendError,
+    BackendUnavailable,
+    CheckpointError,
+    PolylenetError,
+    SpecError,
+    TrainingDiverged,
+    WeightsError,
 )
 from polylenet.layers import activation, batchnorm, conv2d, dense, flatten, pool2d
 from polylenet.registry import available_backends, known_backends
@@ -41,7 +42,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackendError", "BackendUnavailable", "PolylenetError", "SpecError", "WeightsError",
-    "backend_of", "build", "forward", "get_weights", "layer_shapes", "loss_and_grads",
+    "backend_of", "build", "forward", "get_weights", "layer_outputs", "layer_shapes", "loss_and_grads",
     "set_weights", "spec_of", "trainer", "available_backends", "known_backends",
     "format_shape_table", "param_shapes", "spec_layer_shapes", "VARIANTS", "Spec", "activation",
     "conv2d", "batchnorm", "dense", "flatten", "load_spec", "pool2d", "save_spec", "init_weights",

@@ -19,7 +19,6 @@ from typing import Any, Callable, Protocol, runtime_checkable
 import numpy as np
 
 from polylenet.errors import BackendError
-from polylenet.shapes import Shape
 from polylenet.spec import Spec
 
 Weights = dict[str, np.ndarray]
@@ -70,9 +69,11 @@ class Adapter(Protocol):
         (N, *spec.input_shape), in evaluation mode (batchnorm uses its running statistics and
         updates nothing)."""
 
-    def layer_shapes(self, model: Any, spec: Spec) -> list[tuple[str, Shape]]:
-        """``[(layer_name, shape), ...]``, one per spec layer, read off ``model`` for a batch of
-        one in evaluation mode; shapes in the neutral layout (NCHW or (N, features))."""
+    def layer_outputs(self, model: Any, spec: Spec, x: np.ndarray) -> list[tuple[str, np.ndarray]]:
+        """``[(layer_name, output), ...]``, one per spec layer in order, for a contiguous float32
+        NCHW batch ``x``, in evaluation mode as ``forward``; each output a float32 NumPy array in
+        the neutral layout (NCHW or (N, features)). ``layer_shapes`` and ``polylenet diff`` read
+        the model through it."""
 
     def loss_and_grads(self, model: Any, spec: Spec, x: np.ndarray, y: np.ndarray) -> tuple[float, Weights]:
         """Training mode on one batch: the mean softmax cross-entropy of the logits against int32
@@ -87,7 +88,7 @@ class Adapter(Protocol):
         where it has one; ``compiled=False`` must run every op eagerly."""
 
 
-INFERENCE_FUNCTIONS = ("version", "build", "set_weights", "get_weights", "forward", "layer_shapes")
+INFERENCE_FUNCTIONS = ("version", "build", "set_weights", "get_weights", "forward", "layer_outputs")
 TRAINING_FUNCTIONS = ("loss_and_grads", "trainer")
 
 

@@ -101,10 +101,18 @@ def forward(model: Any, x: np.ndarray) -> np.ndarray:
     return np.asarray(adapter.forward(model, spec, _batch(spec, x)), np.float32)
 
 
+def layer_outputs(model: Any, x: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """Every layer's output for an NCHW float32 batch, in evaluation mode, as neutral float32
+    arrays (NCHW, or (N, features) after a flatten): ``[(layer_name, array), ...]``."""
+    adapter, spec = _adapter(model)
+    return [(name, np.asarray(out, np.float32)) for name, out in adapter.layer_outputs(model, spec, _batch(spec, x))]
+
+
 def layer_shapes(model: Any) -> list[tuple[str, Shape]]:
     """``[(layer_name, nchw_shape), ...]`` of the built model's layers for a batch of 1."""
-    adapter, spec = _adapter(model)
-    return [(name, tuple(int(d) for d in shape)) for name, shape in adapter.layer_shapes(model, spec)]
+    spec = spec_of(model)
+    return [(name, tuple(int(d) for d in out.shape))
+            for name, out in layer_outputs(model, np.zeros((1, *spec.input_shape), np.float32))]
 
 
 def loss_and_grads(model: Any, x: np.ndarray, y: np.ndarray) -> tuple[float, Weights]:

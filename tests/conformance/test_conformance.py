@@ -28,6 +28,18 @@ def test_logits_match_reference(backend, spec):
     assert np.max(np.abs(logits - expected)) <= 1e-5
 
 
+def test_every_layer_output_matches_reference(backend, spec):
+    """Layer by layer (what `polylenet diff` prints): the first layer out of tolerance is the culprit."""
+    weights = conformance_weights(spec)
+    x, _ = batches(spec, count=1, size=8)[0]
+    got = polylenet.layer_outputs(polylenet.build(spec, backend=backend, weights=weights), x)
+    want = polylenet.layer_outputs(reference(spec, weights), x)
+    assert [name for name, _ in got] == [name for name, _ in want] == spec.layer_names()
+    for (name, a), (_, b) in zip(got, want):
+        assert a.dtype == np.float32 and a.shape == b.shape, name
+        assert np.max(np.abs(a - b)) <= 1e-5 * max(1.0, np.max(np.abs(b))), name
+
+
 def test_loss_and_gradients_match_reference(trainable, spec):
     weights = conformance_weights(spec)
     x, y = batches(spec, count=1)[0]
