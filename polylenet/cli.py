@@ -67,6 +67,22 @@ def parser() -> argparse.ArgumentParser:
                          help="folder of per-backend virtualenvs (default: $POLYLENET_ENVS, else .tox)")
     compare.add_argument("--python", action="append", default=[], metavar="BACKEND=PYTHON",
                          help="the interpreter to run BACKEND with (repeatable)")
+    diff = sub.add_parser("diff", help="where two backends first disagree: every layer, gradient and step")
+    diff.add_argument("--backends", required=True, help="two backends, A,B")
+    diff.add_argument("--spec", default="lenet5")
+    diff.add_argument("--weights", default=None, help="neutral weights (.npz) to start from (default: init_weights)")
+    diff.add_argument("--steps", type=int, default=0, help="also compare the weights after N SGD steps")
+    diff.add_argument("--lr", type=float, default=None, help="for --steps (default: the book's for the spec)")
+    diff.add_argument("--seed", type=int, default=0)
+    diff.add_argument("--data-dir", default=None)
+    diff.add_argument("--envs", default=None, help="folder of per-backend virtualenvs (default .tox)")
+    diff.add_argument("--python", action="append", default=[], metavar="BACKEND=PYTHON")
+
+    probe = sub.add_parser("probe")  # diff's child, run in each backend's environment
+    for flag in ("--backend", "--spec", "--inputs", "--out"):
+        probe.add_argument(flag, required=True)
+    probe.add_argument("--steps", type=int, default=0)
+    probe.add_argument("--lr", type=float, required=True)
     return top
 
 
@@ -139,7 +155,30 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"shapes": cmd_shapes, "train": cmd_train, "compare": cmd_compare}
+def cmd_diff(args: argparse.Namespace) -> int:
+    from polylenet.diff import diff_backends, first_out_of_tolerance, format_rows
+
+    names = [b.strip() for b in args.backends.split(",") if b.strip()]
+    if len(names) != 2:
+        raise ValueError(f"--backends takes two backends, A,B; got {args.backends!r}")
+    if args.steps < 0:
+        raise ValueError(f"--steps must be >= 0, got {args.steps}")
+    rows = diff_backends(*names, spec=args.spec, weights=args.weights, steps=args.steps, lr=args.lr,
+                         seed=args.seed, data_dir=args.data_dir, envs=args.envs,
+                         pythons=dict(item.split("=", 1) for item in args.python))
+    print(f"{args.spec}: {names[0]} against {names[1]}, the same weights and batch")
+    print(format_rows(rows, *names))
+    return 0 if first_out_of_tolerance(rows) is None else 1
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from polylenet.diff import probe_child
+
+    probe_child(Path(args.inputs), args.backend, args.spec, args.steps, args.lr, Path(args.out))
+    return 0
+
+
+COMMANDS = {"shapes": cmd_shapes, "train": cmd_train, "compare": cmd_compare, "diff": cmd_diff, "probe": cmd_probe}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -1,0 +1,155 @@
+"""Where do two backends first disagree? The same weights and batch through both, each in its own
+environment (as ``compare`` runs them): every layer's output, the loss, every parameter's
+gradient and, with ``steps``, the weights after each SGD step, compared and tabled.
+
+>>> rows = diff_backends("numpy", "numpy", "lenet5", steps=1)  # doctest: +SKIP
+>>> first_out_of_tolerance(rows) is None  # doctest: +SKIP
+True
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Optional, Union
+
+import numpy as np
+
+from polylenet.atomic import atomic_write
+from polylenet.errors import BackendError
+
+# The conformance suite's tolerances: logits 1e-5, gradients 1e-4 relative, weights after SGD 1e-4.
+TOLERANCES = {"output": 1e-5, "loss": 1e-4, "grad": 1e-4, "weights": 1e-4}
+
+
+@dataclass(frozen=True)
+class Row:
+    what: str  # "output", "loss", "grad" or "weights"
+    name: str  # the layer or array (and the step, for weights)
+    max_abs: float
+    relative: float  # max |a - b| / max |a|
+    tolerance: float
+
+    @property
+    def ok(self) -> bool:
+        return self.relative <= self.tolerance
+
+
+def _save(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write(path, buffer.getvalue())
+
+
+def probe(backend: str, spec, weights, x: np.ndarray, y: np.ndarray, steps: int, lr: float) -> dict[str, np.ndarray]:
+    """Run one backend in this process: layer outputs, loss and gradients on (x, y), then the
+    weights after each of ``steps`` SGD steps on the same batch."""
+    from polylenet.api import build, get_weights, layer_outputs, loss_and_grads, trainer
+    from polylenet.registry import can_train
+
+    model = build(spec, backend=backend, weights=weights)
+    found = {f"output:{name}": out for name, out in layer_outputs(model, x)}
+    if not can_train(backend):  # inference only: the outputs are all there is to compare
+        return found
+    fresh = build(spec, backend=backend, weights=weights)  # loss_and_grads updates running statistics
+    loss, grads = loss_and_grads(fresh, x, y)
+    found["loss:loss"] = np.array([loss], np.float32)
+    found.update({f"grad:{key}": g for key, g in grads.items()})
+    step = trainer(model, lr)
+    for number in range(1, steps + 1):
+        step(x, y)
+        found.update({f"weights:step {number} {key}": w for key, w in get_weights(model).items()})
+    return found
+
+
+def probe_child(inputs: Path, backend: str, spec: str, steps: int, lr: float, out: Path) -> None:
+    """What ``polylenet probe`` runs in the backend's environment: read inputs.npz, write out."""
+    from polylenet.specfile import load_spec
+
+    with np.load(inputs, allow_pickle=False) as data:
+        x, y = data["x"], data["y"]
+        weights = {k.split(":", 1)[1]: data[k] for k in data.files if k.startswith("weight:")}
+    _save(out, probe(backend, load_spec(spec), weights, x, y, steps, lr))
+
+
+def compare_probes(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> list[Row]:
+    """One row per array both probes hold, in the order the first one wrote them."""
+    rows = []
+    for key in a:
+        if key not in b:
+            continue
+        what, name = key.split(":", 1)
+        ref, other = np.asarray(a[key], np.float64), np.asarray(b[key], np.float64)
+        if ref.shape != other.shape:
+            rows.append(Row(what, f"{name} (shapes {ref.shape} vs {other.shape})", np.inf, np.inf, TOLERANCES[what]))
+            continue
+        max_abs = float(np.max(np.abs(ref - other))) if ref.size else 0.0
+        scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+        relative = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else np.inf)
+        rows.append(Row(what, name, max_abs, relative, TOLERANCES[what]))
+    return rows
+
+
+def first_out_of_tolerance(rows: list[Row]) -> Optional[Row]:
+    return next((row for row in rows if not row.ok), None)
+
+
+def format_rows(rows: list[Row], a: str, b: str) -> str:
+    width = max(len(r.name) for r in rows)
+    lines = [f"{'':<8} {'array':<{width}}  {'max |' + a + ' - ' + b + '|':>22}  {'relative':>9}  within",
+             "-" * (width + 58)]
+    for r in rows:
+        lines.append(f"{r.what:<8} {r.name:<{width}}  {r.max_abs:>22.3e}  {r.relative:>9.2e}  "
+                     f"{'yes' if r.ok else 'NO (> %.0e)' % r.tolerance}")
+    first = first_out_of_tolerance(rows)
+    lines.append("all within tolerance" if first is None else
+                 f"first out of tolerance: {first.what} {first.name} ({first.relative:.2e} > {first.tolerance:.0e})")
+    return "\n".join(lines)
+
+
+def diff_backends(a: str, b: str, spec: str = "lenet5", weights: Optional[Union[str, Path]] = None,
+                  steps: int = 0, lr: Optional[float] = None, seed: int = 0, data_dir: Optional[str] = None,
+                  envs: Optional[str] = None, pythons: Optional[Mapping[str, str]] = None) -> list[Row]:
+    """Run both backends in their environments on the same weights and batch; return the rows.
+
+    The batch is the protocol's first (256 Fashion-MNIST images, seed ``seed``) when the data set
+    is found, else 256 uniform random images drawn from ``seed``."""
+    from polylenet.compare import find_python
+    from polylenet.data import DataError, load_data
+    from polylenet.specfile import load_spec
+    from polylenet.training import batch_order, book_lr, to_inputs
+    from polylenet.weights import check_weights, init_weights, load_weights
+
+    spec_obj = load_spec(spec)
+    w = check_weights(spec_obj, load_weights(weights)) if weights else init_weights(spec_obj, seed)
+    try:
+        data = load_data("fashion-mnist", data_dir, allow_download=False)
+        index = batch_order(len(data.train_labels), 256, seed, 0)[0]
+        x, y = to_inputs(data.train_images[index]), data.train_labels[index]
+    except DataError:
+        rng = np.random.default_rng(seed)
+        x = rng.random((256, *spec_obj.input_shape), dtype=np.float32)
+        y = rng.integers(0, spec_obj.num_classes, 256).astype(np.int32)
+    lr = book_lr(spec_obj) if lr is None else lr
+    with tempfile.TemporaryDirectory(prefix="polylenet-diff-") as tmp:
+        inputs = Path(tmp) / "inputs.npz"
+        _save(inputs, {"x": x, "y": y, **{f"weight:{k}": v for k, v in w.items()}})
+        probes = []
+        for backend in (a, b):
+            python = find_python(backend, envs, pythons)
+            if python is None:
+                raise BackendError(f"no environment with {backend}: create it with tox -e {backend} --notest "
+                                   f"(or pass --python {backend}=/path/to/python)")
+            out = Path(tmp) / f"{backend}-{len(probes)}.npz"
+            cmd = [python, "-m", "polylenet", "probe", "--backend", backend, "--spec", spec, "--inputs",
+                   str(inputs), "--steps", str(steps), "--lr", repr(lr), "--out", str(out)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+                raise BackendError(f"{backend} failed in {python}: {lines[-1] if lines else proc.returncode}")
+            with np.load(out, allow_pickle=False) as data:
+                probes.append({k: data[k] for k in data.files})
+    return compare_probes(*probes)
