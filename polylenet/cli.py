@@ -106,9 +106,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     from polylenet.training import train
 
     out = Path(args.out) if args.out else None
-    history = train(args.spec, backend=args.backend, config=_config(args), data_dir=args.data_dir,
+    config = _config(args)
+
+    def epoch_line(stats):  # compare's child: the parent shows these as they come
+        print(f"epoch {stats.epoch}/{config.epochs}: loss {stats.train_loss:.4f}, train acc {stats.train_acc:.3f}, "
+              f"test acc {stats.test_acc:.3f}, {stats.examples_per_sec:.0f} examples/sec", flush=True)
+
+    history = train(args.spec, backend=args.backend, config=config, data_dir=args.data_dir,
                     out_dir=out, resume_from=args.resume, progress=False if args.quiet else None,
-                    overwrite=args.overwrite)
+                    overwrite=args.overwrite, on_epoch=epoch_line if args.record else None)
     if args.record and out is not None:
         _record(args, out, history)
     f = history.final

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -64,7 +67,7 @@ def child_command(python: str, backend: str, spec: str, config: TrainConfig, out
 
 
 def run_backend(backend: str, python: Optional[str], spec: str, config: TrainConfig, out: Path,
-                data_dir: Optional[str]) -> dict:
+                data_dir: Optional[str], progress=lambda line: None) -> dict:
     """Train one backend in a child process; a result dict with status ok, skipped or failed."""
     if python is None:
         return {"status": "skipped",
@@ -72,12 +75,22 @@ def run_backend(backend: str, python: Optional[str], spec: str, config: TrainCon
                           f"(or pass --python {backend}=/path/to/python)"}
     started = time.perf_counter()
     try:
-        proc = subprocess.run(child_command(python, backend, spec, config, out / backend, data_dir),
-                              capture_output=True, text=True)
+        proc = subprocess.Popen(child_command(python, backend, spec, config, out / backend, data_dir),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
     except OSError as exc:  # the interpreter is missing or not executable
         return {"status": "failed", "python": python, "error": f"cannot start {python}: {exc.strerror}"}
+    with tempfile.TemporaryFile("w+") as errors:  # drained by a thread, so the child never blocks on it
+        drain = threading.Thread(target=shutil.copyfileobj, args=(proc.stderr, errors), daemon=True)
+        drain.start()
+        for line in proc.stdout:  # one line per epoch, as it happens
+            if line.startswith("epoch "):
+                progress(line.strip())
+        proc.wait()
+        drain.join()
+        errors.seek(0)
+        stderr = errors.read()
     if proc.returncode != 0:
-        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+        lines = [line for line in stderr.strip().splitlines() if line.strip()]
         return {"status": "failed", "python": python, "error": lines[-1] if lines else f"exit {proc.returncode}"}
     folder = out / backend
     return {"status": "ok", "python": python, "seconds": time.perf_counter() - started,
@@ -102,10 +115,22 @@ def run_compare(backends: str = "all", config: Optional[TrainConfig] = None, spe
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results = {}
+    # On a terminal each backend's epoch lines overwrite one status line; elsewhere plain lines.
+    live = sys.stdout.isatty()
+
+    def show(line: str) -> None:
+        if live:
+            print("\r\033[K" + line, end="", flush=True)
+        else:
+            log(line)
+
     for backend in backend_list(backends):
         python = find_python(backend, envs, pythons)
         log(f"[{backend}] " + (f"training with {python}" if python else "skipped: no environment"))
-        results[backend] = run_backend(backend, python, spec, config, out, data_dir)
+        results[backend] = run_backend(backend, python, spec, config, out, data_dir,
+                                       progress=lambda line, b=backend: show(f"[{b}] {line}"))
+        if live:
+            print(flush=True)  # keep the last epoch line, start a new one
         result = results[backend]
         if result["status"] == "ok":
             final = result["history"]["epochs"][-1]

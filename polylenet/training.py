@@ -15,7 +15,7 @@ import resource
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Callable, Iterator, Optional, Union
 
 import numpy as np
 
@@ -187,14 +187,16 @@ def train(spec: Union[Spec, str] = "lenet5", backend: Optional[str] = None,
           config: Optional[TrainConfig] = None, data_dir: Optional[Union[str, os.PathLike]] = None,
           out_dir: Optional[Union[str, os.PathLike]] = None,
           resume_from: Optional[Union[str, os.PathLike]] = None,
-          progress: Optional[bool] = None, data: Optional[Dataset] = None, overwrite: bool = False) -> History:
+          progress: Optional[bool] = None, data: Optional[Dataset] = None, overwrite: bool = False,
+          on_epoch: Optional[Callable[[EpochStats], None]] = None) -> History:
     """Run the d2l LeNet protocol on one backend and return its :class:`History`.
 
     With ``out_dir``, a checkpoint (``checkpoint-epochNN.npz``, neutral layout) and
     ``history.json`` are written atomically after every epoch; ``resume_from`` continues from
     such a checkpoint exactly where the uninterrupted run would be. An ``out_dir`` that already
     holds a run is refused unless resuming or ``overwrite``; two trainings cannot write to one
-    folder at once. ``progress`` shows a bar per epoch (default: when stderr is a terminal).
+    folder at once. ``progress`` shows a bar per epoch (default: when stderr is a terminal);
+    ``on_epoch(stats)`` is called after each epoch.
 
     >>> import polylenet
     >>> h = polylenet.train("lenet5", backend="torch", config=polylenet.TrainConfig(epochs=1))  # doctest: +SKIP
@@ -205,13 +207,13 @@ def train(spec: Union[Spec, str] = "lenet5", backend: Optional[str] = None,
     spec = load_spec(spec)
     name = resolve_name(backend)
     if out_dir is None:
-        return _train(spec, name, config, data_dir, None, resume_from, progress, data)
+        return _train(spec, name, config, data_dir, None, resume_from, progress, data, on_epoch)
     with claim_run_folder(out_dir, resuming=resume_from is not None, overwrite=overwrite):
-        return _train(spec, name, config, data_dir, out_dir, resume_from, progress, data)
+        return _train(spec, name, config, data_dir, out_dir, resume_from, progress, data, on_epoch)
 
 
 def _train(spec: Spec, name: str, config: TrainConfig, data_dir, out_dir, resume_from, progress,
-           data: Optional[Dataset]) -> History:
+           data: Optional[Dataset], on_epoch) -> History:
     start_epoch, history = 0, None
     weights = None
     if resume_from is not None:
@@ -270,6 +272,8 @@ def _train(spec: Spec, name: str, config: TrainConfig, data_dir, out_dir, resume
                             {"epoch": epoch + 1, "backend": name, "spec": spec.to_dict(),
                              "config": asdict(config), "history": history.to_dict()})
             history.save(Path(out_dir) / "history.json")
+        if on_epoch is not None:
+            on_epoch(stats)
     return history
 
 

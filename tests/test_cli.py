@@ -125,3 +125,14 @@ def test_compare_in_which_every_backend_failed_exits_non_zero(tmp_path):
                  "--python", "torch=" + str(tmp_path / "missing-python"))
     assert result.returncode == 1
     assert "no backend trained" in result.stderr and (tmp_path / "cmp" / "report.md").exists()
+
+
+def test_compare_shows_each_epoch_as_it_happens(tmp_path):
+    make_dataset(tmp_path / "data" / "fashion-mnist", train=48, test=16)
+    result = run("compare", "--backends", "numpy", "--epochs", "2", "--batch-size", "16",
+                 "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "cmp"))
+    lines = result.stdout.splitlines()  # not a terminal: plain lines, in order
+    epochs = [line for line in lines if line.startswith("[numpy] epoch ")]
+    assert [line.split(":")[0] for line in epochs] == ["[numpy] epoch 1/2", "[numpy] epoch 2/2"], result.stdout
+    final = next(x for x in lines if "test acc" in x and "epoch" not in x)  # printed when the backend is done
+    assert "examples/sec" in epochs[0] and lines.index(epochs[-1]) < lines.index(final)
