@@ -45,6 +45,35 @@ def logits_agreement(results: dict[str, dict]) -> dict[str, Any]:
     return summary
 
 
+DRIFT_LEVELS = (1e-5, 1e-4, 1e-3)
+
+
+def relative_drift(a: list[float], b: list[float]) -> np.ndarray:
+    """Per step, |loss_b - loss_a| / |loss_a| over the steps both runs made."""
+    n = min(len(a), len(b))
+    ref, other = np.asarray(a[:n], np.float64), np.asarray(b[:n], np.float64)
+    return np.abs(other - ref) / np.maximum(np.abs(ref), 1e-12)
+
+
+def drift(results: dict[str, dict]) -> list[dict[str, Any]]:
+    """For every pair of backends that trained: the first step (1-based) at which their training
+    losses differ by more than each of DRIFT_LEVELS (relative), or None if they never do."""
+    ok = {b: r["history"]["step_losses"] for b, r in results.items() if r["status"] == "ok"}
+    pairs = []
+    for a, b in combinations(ok, 2):
+        rel = relative_drift(ok[a], ok[b])
+        first = {f"{level:g}": next((int(i) + 1 for i in np.flatnonzero(rel > level)[:1]), None)
+                 for level in DRIFT_LEVELS}
+        pairs.append({"pair": [a, b], "steps": int(len(rel)), "first_step_over": first})
+    return pairs
+
+
+def _drift_sentence(p: dict[str, Any]) -> str:
+    a, b = p["pair"]
+    parts = [f"{level} at step {step}" if step else f"never {level}" for level, step in p["first_step_over"].items()]
+    return f"- {a} / {b}: training losses first differ by more than " + ", ".join(parts) + f" (of {p['steps']} steps)."
+
+
 def _markdown(results: dict[str, dict], settings: dict, agreement: dict) -> str:
     ok = {b: r for b, r in results.items() if r["status"] == "ok"}
     lines = [f"# polylenet comparison: {settings['spec']} on {settings['dataset']}", "",
@@ -77,6 +106,13 @@ def _markdown(results: dict[str, dict], settings: dict, agreement: dict) -> str:
         for p in agreement["pairs"]:
             lines.append(f"| {p['pair'][0]} / {p['pair'][1]} | {p['initial_max_abs_diff']:.2e} | "
                          f"{p['trained_max_abs_diff']:.2e} | {p['trained_prediction_agreement']:.2%} |")
+    pairs = drift(results)
+    if pairs:
+        lines += ["", "## Where do the backends drift apart?", "",
+                  "Same start, same batches: each pair's per-step training losses, relative difference "
+                  "(`polylenet diff --backends A,B` shows which layer or gradient differs first).", ""]
+        lines += [_drift_sentence(p) for p in pairs]
+        lines += ["", "![divergence](divergence.png)"]
     if ok:
         names = list(ok)
         rows = [r["shapes"] for r in ok.values()]
@@ -111,6 +147,26 @@ def _plots(out: Path, results: dict[str, dict]) -> list[str]:
     atomic_write_with(out / "curves.png", lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
 
+    reference = next(iter(ok))
+    fig, ax = plt.subplots(figsize=(9, 3.8))
+    for (backend, h), style in zip(list(ok.items())[1:], _STYLES[1:] * 2):
+        rel = np.maximum.accumulate(relative_drift(ok[reference]["step_losses"], h["step_losses"]))
+        ax.plot(np.arange(1, len(rel) + 1), np.maximum(rel, 1e-10), label=f"{backend}", linewidth=1.6,
+                linestyle=style["linestyle"], marker=style["marker"], markevery=0.1, markersize=4)
+    for level in DRIFT_LEVELS:
+        ax.axhline(level, color="grey", linewidth=0.6, linestyle=":")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("SGD step")
+    ax.set_ylabel(f"largest |loss - {reference} loss|\n/ {reference} loss so far")
+    ax.set_title(f"how each backend's training loss drifts from {reference}'s (1e-10: identical)")
+    if len(ok) > 1:
+        ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    atomic_write_with(out / "divergence.png", lambda f: fig.savefig(f, format="png", dpi=110))
+    plt.close(fig)
+
     fig, ax = plt.subplots(figsize=(6.5, 3.5))
     speeds = [throughput(h) for h in ok.values()]
     bars = ax.bar(list(ok), speeds, color="tab:blue")
@@ -120,7 +176,7 @@ def _plots(out: Path, results: dict[str, dict]) -> list[str]:
     fig.tight_layout()
     atomic_write_with(out / "throughput.png", lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
-    return ["curves.png", "throughput.png"]
+    return ["curves.png", "divergence.png", "throughput.png"]
 
 
 PLOTS_HINT = 'the plots need matplotlib: pip install "polylenet[report]" (or pip install matplotlib)'
@@ -136,15 +192,18 @@ def write_report(out: Path, results: dict[str, dict], settings: dict) -> Path:
     except ImportError:  # an import hook that refuses it
         can_plot = False
     trained = any(r["status"] == "ok" for r in results.values())
-    planned = ["curves.png", "throughput.png"] if can_plot and trained else []
-    report = {"settings": settings, "results": results, "logits": agreement, "plots": planned}
+    planned = ["curves.png", "divergence.png", "throughput.png"] if can_plot and trained else []
+    report = {"settings": settings, "results": results, "logits": agreement, "drift": drift(results),
+              "plots": planned}
     if not can_plot:
         report["plots_missing"] = PLOTS_HINT
     atomic_write(out / "report.json", (json.dumps(report, indent=2) + "\n").encode())
     markdown = _markdown(results, settings, agreement)
     if not planned:
-        markdown = markdown.replace("![training curves](curves.png)\n\n![throughput](throughput.png)\n",
-                                    f"No plots: {PLOTS_HINT}.\n" if not can_plot else "")
+        for picture in ("![divergence](divergence.png)\n", "![training curves](curves.png)\n\n"):
+            markdown = markdown.replace(picture, "")
+        instead = f"No plots: {PLOTS_HINT}.\n" if not can_plot else ""
+        markdown = markdown.replace("![throughput](throughput.png)\n", instead)
     path = atomic_write(out / "report.md", markdown.encode())
     if planned:
         _plots(out, results)

@@ -80,7 +80,7 @@ def test_compare_runs_children_and_reports(tmp_path):
     assert result.returncode == 0, result.stderr
     report = (out / "report.md").read_text()
     assert "| numpy |" in report and "| torch | **failed**" in report
-    assert {"curves.png", "throughput.png", "report.json"} <= {p.name for p in out.iterdir()}
+    assert {"curves.png", "divergence.png", "throughput.png", "report.json"} <= {p.name for p in out.iterdir()}
     data = json.loads((out / "report.json").read_text())
     assert data["results"]["numpy"]["status"] == "ok" and len(data["results"]["numpy"]["history"]["epochs"]) == 2
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

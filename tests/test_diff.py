@@ -33,3 +33,15 @@ def test_diff_needs_two_backends():
     result = subprocess.run([sys.executable, "-m", "polylenet", "diff", "--backends", "numpy"],
                             capture_output=True, text=True)
     assert result.returncode == 2 and "takes two backends" in result.stderr
+
+
+def test_report_names_the_step_where_two_backends_drift_apart():
+    from polylenet.report import drift
+
+    ok = {"status": "ok"}
+    results = {"a": {**ok, "history": {"step_losses": [2.0, 2.0, 2.0, 2.0]}},
+               "b": {**ok, "history": {"step_losses": [2.0, 2.00001, 2.001, 2.1]}},
+               "c": {"status": "failed"}}
+    (pair,) = drift(results)
+    assert pair["pair"] == ["a", "b"] and pair["steps"] == 4
+    assert pair["first_step_over"] == {"1e-05": 3, "0.0001": 3, "0.001": 4}
