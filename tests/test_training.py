@@ -214,3 +214,40 @@ def _umask():
 def test_set_weights_none_is_a_clear_error():
     with pytest.raises(polylenet.WeightsError, match="must be a mapping of neutral arrays"):
         polylenet.set_weights(polylenet.build("lenet5", backend="numpy"), None)
+
+
+def test_a_spec_built_with_lists_resumes(tiny, tmp_path):
+    layers = [polylenet.flatten(), polylenet.dense(10)]
+    spec = polylenet.Spec("mine", layers, input_shape=[1, 28, 28])
+    assert spec == polylenet.Spec("mine", tuple(layers), input_shape=(1, 28, 28))
+    config = TrainConfig(lr=0.5, batch_size=16, epochs=2)
+    polylenet.train(spec, backend="numpy", config=replace(config, epochs=1), data=tiny, out_dir=tmp_path,
+                    progress=False)
+    resumed = polylenet.train(spec, backend="numpy", config=config, data=tiny, out_dir=tmp_path,
+                              resume_from=tmp_path / "checkpoint-epoch01.npz", progress=False)
+    assert [e.epoch for e in resumed.epochs] == [1, 2]
+
+
+def test_a_write_killed_half_way_leaves_the_old_file_and_no_partial_one(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from polylenet.rundir import claim_run_folder
+
+    target = tmp_path / "checkpoint-epoch01.npz"
+    target.write_bytes(b"the good one")
+    code = ("import sys, time; from polylenet.atomic import atomic_write_with\n"
+            "def write(f):\n    f.write(b'half'); f.flush(); print('writing', flush=True); time.sleep(60)\n"
+            f"atomic_write_with({str(target)!r}, write)")
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "writing"
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    time.sleep(0.05)
+    assert target.read_bytes() == b"the good one"  # never replaced by the half-written file
+    assert [p.name for p in tmp_path.glob(".*.tmp")]  # the partial file is only a hidden temporary
+    with claim_run_folder(tmp_path, resuming=True):
+        pass
+    assert not list(tmp_path.glob(".*")), "the next run clears what the killed one left"
