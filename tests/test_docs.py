@@ -9,7 +9,8 @@ import pytest
 
 import polylenet
 
-MODULES = ["polylenet", "polylenet.spec", "polylenet.shapes", "polylenet.weights", "polylenet.api",
+MODULES = ["polylenet", "polylenet.spec", "polylenet.specfile", "polylenet.adapter", "polylenet.diff",
+           "polylenet.shapes", "polylenet.weights", "polylenet.api",
            "polylenet.registry", "polylenet.data", "polylenet.checkpoint", "polylenet.training"]
 README = Path(__file__).resolve().parent.parent / "README.md"
 
