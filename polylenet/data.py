@@ -17,6 +17,7 @@ import struct
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional, Sequence, Union
@@ -93,7 +94,7 @@ def read_idx(path: PathLike) -> np.ndarray:
         raise DataError(f"{path}: cannot read it: {exc.strerror} (check its permissions)") from None
     except FileNotFoundError:
         raise DataError(f"{path}: missing") from None
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{path}: cannot read ({exc}); the file is damaged or not gzip: "
                         "delete it and fetch it again") from None
     if len(raw) < 4:

@@ -4,6 +4,7 @@
 import gzip
 import io
 import json
+import os
 import struct
 
 import numpy as np
@@ -15,7 +16,7 @@ import polylenet
 from polylenet import CheckpointError, DataError, SpecError
 from polylenet.spec import spec_from_dict
 
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FAST = settings(max_examples=int(os.environ.get("POLYLENET_FUZZ_EXAMPLES", "150")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**30, 10**30), st.floats(allow_nan=True),
                     st.text(max_size=12))
