@@ -70,8 +70,9 @@ def drift(results: dict[str, dict]) -> list[dict[str, Any]]:
 
 def _drift_sentence(p: dict[str, Any]) -> str:
     a, b = p["pair"]
-    parts = [f"{level} at step {step}" if step else f"never {level}" for level, step in p["first_step_over"].items()]
-    return f"- {a} / {b}: training losses first differ by more than " + ", ".join(parts) + f" (of {p['steps']} steps)."
+    parts = [f"over {level} first at step {step}" if step else f"never over {level}"
+             for level, step in p["first_step_over"].items()]
+    return f"- {a} / {b}: relative difference of the training losses " + ", ".join(parts) + f" ({p['steps']} steps)."
 
 
 def _markdown(results: dict[str, dict], settings: dict, agreement: dict) -> str:
