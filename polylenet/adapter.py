@@ -20,8 +20,8 @@ import numpy as np
 
 from polylenet.errors import BackendError
 from polylenet.spec import Spec
+from polylenet.weights import Weights
 
-Weights = dict[str, np.ndarray]
 Step = Callable[[np.ndarray, np.ndarray], tuple[float, int]]
 
 INFERENCE = "inference"
