@@ -25,12 +25,14 @@ from polylenet.errors import (
     BackendError,
     BackendUnavailable,
     CheckpointError,
+    OnnxError,
     PolylenetError,
     SpecError,
     TrainingDiverged,
     WeightsError,
 )
 from polylenet.layers import activation, batchnorm, conv2d, dense, flatten, pool2d
+from polylenet.onnxfile import export_onnx, import_onnx
 from polylenet.registry import available_backends, known_backends
 from polylenet.shapes import format_shape_table, param_shapes, spec_layer_shapes
 from polylenet.spec import VARIANTS, Spec
@@ -48,5 +50,5 @@ __all__ = [
     "conv2d", "batchnorm", "dense", "flatten", "load_spec", "pool2d", "save_spec", "init_weights",
     "load_weights", "save_weights", "load_checkpoint", "save_checkpoint", "DataError", "load_data",
     "read_idx", "CheckpointError", "TrainingDiverged", "EpochStats", "History", "TrainConfig",
-    "batch_order", "book_lr", "evaluate", "train",
+    "batch_order", "book_lr", "evaluate", "train", "OnnxError", "export_onnx", "import_onnx",
 ]

@@ -36,3 +36,8 @@ class CheckpointError(PolylenetError, ValueError):
 class RunFolderError(PolylenetError, OSError):
     """An output folder that cannot be used: a file, unwritable, locked by another training, or
     holding another run."""
+
+
+class OnnxError(PolylenetError, ValueError):
+    """An ONNX file that cannot be read, or a node polylenet cannot map exactly to a layer; the
+    message names the node and the attribute."""

@@ -11,7 +11,8 @@ import polylenet
 
 MODULES = ["polylenet", "polylenet.spec", "polylenet.specfile", "polylenet.adapter", "polylenet.diff",
            "polylenet.shapes", "polylenet.weights", "polylenet.api",
-           "polylenet.registry", "polylenet.data", "polylenet.checkpoint", "polylenet.training"]
+           "polylenet.registry", "polylenet.data", "polylenet.checkpoint", "polylenet.training",
+           "polylenet.onnxfile"]
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 

@@ -1,0 +1,407 @@
+"""ONNX files: any polylenet model written as a standard ONNX graph, and LeNet-like ONNX graphs
+(polylenet's own, or a framework exporter's) read back into a neutral spec and weights.
+
+Only the ``onnx`` package is needed (``pip install 'polylenet[onnx]'``), no framework, so both
+work from any environment. The graph is the spec, layer by layer: input ``input`` (N, C, H, W)
+float32 with a dynamic batch dimension ``N``, one node per layer named after it (its output
+tensor too; the last one is ``logits``), and the neutral weights as initializers under their
+neutral names. ``batchnorm`` is exported in inference mode (its running statistics).
+
+>>> import os, tempfile, polylenet
+>>> path = os.path.join(tempfile.mkdtemp(), "lenet5.onnx")
+>>> _ = polylenet.export_onnx("lenet5", path)
+>>> spec, weights = polylenet.import_onnx(path)
+>>> spec == polylenet.load_spec("lenet5"), weights["conv1.weight"].shape
+(True, (6, 1, 5, 5))
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping, Optional, Union
+
+import numpy as np
+
+from polylenet.atomic import atomic_write
+from polylenet.errors import BackendUnavailable, OnnxError
+from polylenet.layers import Activation, BatchNorm, Conv2D, Dense, Flatten, Pool2D, unsupported_layer
+from polylenet.spec import Spec
+from polylenet.specfile import load_spec
+from polylenet.weights import Weights, check_weights, init_weights
+
+# ONNX 1.23 writes up to opset 28 and IR version 14; ONNX Runtime 1.31, the runtime we check
+# against, officially runs opset 26 and reads IR 13 (measured: a 27 graph loads with a warning
+# that it is unsupported, 28 and IR 14 are refused).
+OPSET, IR_VERSION = 26, 13
+INPUT, OUTPUT = "input", "logits"
+
+
+def opset() -> int:
+    """The opset polylenet writes: ``OPSET``, or the newest the installed onnx knows if older
+    (the mxnet env keeps onnx 1.14, opset 19, for mxnet's own exporter)."""
+    return min(OPSET, _onnx().defs.onnx_opset_version())
+_ACTIVATIONS = {"sigmoid": "Sigmoid", "relu": "Relu", "tanh": "Tanh"}
+_POOLS = {"max": "MaxPool", "avg": "AveragePool"}
+
+
+def _onnx():
+    try:
+        import onnx
+    except ImportError:
+        raise BackendUnavailable("ONNX export and import need the onnx package: "
+                                 "pip install 'polylenet[onnx]'") from None
+    return onnx
+
+
+# ---------------------------------------------------------------------------------------- export
+
+def to_onnx(spec: Spec, weights: Mapping[str, np.ndarray], backend: str = "onnx") -> Any:
+    """The ``onnx.ModelProto`` of ``spec`` with neutral ``weights`` (checked against the spec);
+    ``backend`` names the caller in the error for a layer type ONNX export has no node for."""
+    onnx = _onnx()
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = check_weights(spec, weights)
+    nodes, inputs = [], INPUT
+    names = spec.layer_names()
+    for index, (name, layer) in enumerate(spec.named_layers()):
+        output = OUTPUT if index == len(names) - 1 else name
+        params = [f"{name}.{attr}" for attr in ("weight", "bias", "running_mean", "running_var")
+                  if f"{name}.{attr}" in weights]
+        if isinstance(layer, Conv2D):
+            attrs = dict(kernel_shape=[layer.kernel] * 2, strides=[layer.stride] * 2, pads=[layer.padding] * 4)
+            node = helper.make_node("Conv", [inputs, *params], [output], name, **attrs)
+        elif isinstance(layer, Pool2D):
+            attrs = dict(kernel_shape=[layer.size] * 2, strides=[layer.stride] * 2, pads=[0] * 4)
+            node = helper.make_node(_POOLS[layer.kind], [inputs], [output], name, **attrs)
+        elif isinstance(layer, Activation):
+            node = helper.make_node(_ACTIVATIONS[layer.fn], [inputs], [output], name)
+        elif isinstance(layer, Flatten):
+            node = helper.make_node("Flatten", [inputs], [output], name, axis=1)
+        elif isinstance(layer, Dense):  # neutral (out, in) is Gemm's B with transB=1
+            node = helper.make_node("Gemm", [inputs, *params], [output], name, transB=1)
+        elif isinstance(layer, BatchNorm):  # inference mode: normalizes with the running statistics
+            node = helper.make_node("BatchNormalization", [inputs, *params], [output], name,
+                                    epsilon=layer.eps, momentum=layer.momentum)
+        else:
+            raise unsupported_layer(backend, name, layer)
+        nodes.append(node)
+        inputs = output
+    graph = helper.make_graph(
+        nodes, spec.name,
+        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["N", *spec.input_shape])],
+        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["N", spec.num_classes])],
+        [numpy_helper.from_array(np.ascontiguousarray(value, np.float32), key) for key, value in weights.items()])
+    model = helper.make_model(graph, producer_name="polylenet", opset_imports=[helper.make_opsetid("", opset())])
+    from polylenet import __version__
+
+    model.producer_version = __version__
+    model.ir_version = min(IR_VERSION, onnx.IR_VERSION)
+    model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def export_onnx(model_or_spec: Any, path: Union[str, os.PathLike],
+                weights: Optional[Mapping[str, np.ndarray]] = None) -> Path:
+    """Write a model built by :func:`polylenet.build` (its current weights), or a spec (a
+    :class:`Spec`, a variant name or a spec file; with ``weights``, else ``init_weights(spec)``)
+    to ``path`` as an ONNX file, atomically. Returns the path.
+
+    >>> import os, tempfile, polylenet
+    >>> model = polylenet.build("lenet-bn", backend="numpy")
+    >>> polylenet.export_onnx(model, os.path.join(tempfile.mkdtemp(), "bn.onnx")).name
+    'bn.onnx'
+    """
+    if hasattr(model_or_spec, "polylenet_spec"):
+        from polylenet.api import get_weights, spec_of
+
+        spec = spec_of(model_or_spec)
+        weights = get_weights(model_or_spec) if weights is None else weights
+    else:
+        spec = load_spec(model_or_spec)
+        weights = init_weights(spec) if weights is None else weights
+    return atomic_write(path, to_onnx(spec, weights).SerializeToString())
+
+
+# ---------------------------------------------------------------------------------------- import
+
+class _Reader:
+    """Walks the activation path of a graph from its input to its output, one node at a time,
+    turning each node into a layer; anything that would change the model is an error."""
+
+    def __init__(self, model: Any, source: str):
+        from onnx import numpy_helper
+
+        self.source, self.model, self.graph = source, model, model.graph
+        self.constants = {t.name: numpy_helper.to_array(t) for t in self.graph.initializer}
+        for node in self.graph.node:
+            if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+                self.constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+        self.layers: list = []
+        self.params: list[dict[str, np.ndarray]] = []
+        self.nhwc_input = False
+        self.flatten_order: Optional[tuple[int, int, int]] = None  # (C, H, W) of an HWC-order flatten
+        self.shape: tuple[int, ...] = ()
+        self.biased = True  # whether the last conv or dense layer has its bias (else an Add may follow)
+
+    def fail(self, node: Any, problem: str) -> OnnxError:
+        return OnnxError(f"{self.source}: node {node.name or '(unnamed)'!r} ({node.op_type}): {problem}; "
+                         "polylenet only imports graphs it can map exactly to its layers")
+
+    def attrs(self, node: Any) -> dict[str, Any]:
+        from onnx import helper
+
+        return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+    def constant(self, node: Any, index: int, what: str) -> np.ndarray:
+        if index >= len(node.input) or not node.input[index]:
+            raise self.fail(node, f"has no {what} input")
+        name = node.input[index]
+        if name not in self.constants:
+            raise self.fail(node, f"its {what} {name!r} is computed in the graph, not a stored constant")
+        return np.asarray(self.constants[name], np.float32)
+
+    def input_shape(self) -> tuple[int, int, int]:
+        constants = set(self.constants)
+        inputs = [v for v in self.graph.input if v.name not in constants]
+        if len(inputs) != 1:
+            raise OnnxError(f"{self.source}: the graph has {len(inputs)} inputs "
+                            f"({[v.name for v in inputs]}); a LeNet takes one image batch")
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim]
+        if len(dims) != 4 or None in dims[1:]:
+            raise OnnxError(f"{self.source}: input {inputs[0].name!r} has shape {dims}; a LeNet takes "
+                            "(N, C, H, W) (or (N, H, W, C)) images with fixed C, H and W")
+        self.input_name = inputs[0].name
+        self.input_index = list(self.graph.input).index(inputs[0])
+        return tuple(dims[1:])
+
+    def read(self) -> tuple[tuple[int, int, int], list, list]:
+        dims = self.input_shape()
+        current, self.shape = self.input_name, (1, *dims)
+        consumers: dict[str, list] = {}
+        for node in self.graph.node:
+            for name in node.input:
+                consumers.setdefault(name, []).append(node)
+        outputs = [v.name for v in self.graph.output]
+        if len(outputs) != 1:
+            raise OnnxError(f"{self.source}: the graph has {len(outputs)} outputs {outputs}; a LeNet has one")
+        while current != outputs[0]:
+            nexts = [n for n in consumers.get(current, []) if n.op_type != "Shape"]
+            if len(nexts) != 1:
+                raise OnnxError(f"{self.source}: tensor {current!r} feeds {len(nexts)} nodes "
+                                f"({[n.name for n in nexts]}); a LeNet is one chain of layers")
+            node = nexts[0]
+            current = node.output[0]
+            self.node(node)
+        if self.flatten_order is not None:
+            raise OnnxError(f"{self.source}: the graph flattens in (H, W, C) order and no dense layer follows to "
+                            "reorder; polylenet flattens in (C, H, W) order")
+        input_shape = (dims[2], dims[0], dims[1]) if self.nhwc_input else dims
+        return input_shape, self.layers, self.params
+
+    def add(self, layer: Any, params: Optional[dict[str, np.ndarray]] = None) -> None:
+        self.layers.append(layer)
+        self.params.append(params or {})
+        self.shape = layer.output_shape(f"layer {len(self.layers)}", self.shape)
+
+    def node(self, node: Any) -> None:
+        op, a = node.op_type, self.attrs(node)
+        if op in ("Identity", "Dropout"):
+            return
+        if op == "Cast" and a.get("to") == 1:  # to float32
+            return
+        if op == "Transpose":
+            perm = list(a.get("perm", []))
+            if not self.layers and not self.nhwc_input and perm == [0, 3, 1, 2]:
+                self.nhwc_input = True  # tf2onnx keeps Keras's NHWC input and transposes it here
+                self.shape = (1, self.shape[3], self.shape[1], self.shape[2])
+                return
+            if perm == [0, 2, 3, 1] and len(self.shape) == 4 and self.flatten_order is None:
+                self.flatten_order = self.shape[1:]  # undone at the dense layer after the flatten
+                self.transposed_at = node
+                return
+            raise self.fail(node, f"perm={perm} is a layout change polylenet cannot undo here")
+        if self.flatten_order is not None and op not in ("Flatten", "Reshape", "Gemm", "MatMul", "Add"):
+            raise self.fail(self.transposed_at, "an (N, H, W, C) transpose that is not followed by a flatten")
+        if op == "Conv":
+            self.conv(node, a)
+        elif op in ("MaxPool", "AveragePool"):
+            self.pool(node, a)
+        elif op in ("Sigmoid", "Relu", "Tanh"):
+            self.add(Activation(op.lower()))
+        elif op == "Flatten":
+            if a.get("axis", 1) != 1:
+                raise self.fail(node, f"axis={a['axis']}; polylenet flattens from axis 1")
+            self.flatten()
+        elif op == "Reshape":
+            self.reshape(node)
+        elif op in ("Gemm", "MatMul"):
+            self.dense(node, a)
+        elif op == "Add":
+            self.bias(node)
+        elif op == "BatchNormalization":
+            self.batchnorm(node, a)
+        elif op == "Mul":
+            raise self.fail(node, "a multiplication outside a BatchNormalization node: an exporter that writes "
+                            "an inference batchnorm as Mul and Add loses its running statistics, and polylenet "
+                            "has no layer for a bare scale")
+        else:
+            raise self.fail(node, "no polylenet layer computes this operator (known: Conv, MaxPool, "
+                            "AveragePool, Sigmoid, Relu, Tanh, Flatten, Reshape, Gemm, MatMul+Add, "
+                            "BatchNormalization)")
+
+    def square(self, node: Any, a: dict, attr: str, default: int) -> int:
+        values = list(a.get(attr, [default, default]))
+        if len(values) != 2 or values[0] != values[1]:
+            raise self.fail(node, f"{attr}={values}; polylenet layers are square")
+        return int(values[0])
+
+    def window(self, node: Any, a: dict) -> tuple[int, int, int]:
+        if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID", "NOTSET", "VALID"):
+            raise self.fail(node, f"auto_pad={a['auto_pad']!r}; export with explicit pads")
+        if any(d != 1 for d in a.get("dilations", [1, 1])):
+            raise self.fail(node, f"dilations={list(a['dilations'])}; polylenet has no dilated layers")
+        if a.get("ceil_mode", 0):
+            raise self.fail(node, "ceil_mode=1; polylenet rounds output sizes down")
+        pads = list(a.get("pads", [0, 0, 0, 0]))
+        if len(set(pads)) > 1:
+            raise self.fail(node, f"pads={pads} are asymmetric; polylenet pads every side alike")
+        weight = self.constant(node, 1, "weight") if node.op_type == "Conv" else None
+        kernel = self.square(node, a, "kernel_shape", weight.shape[2] if weight is not None else 0)
+        return kernel, self.square(node, a, "strides", 1), int(pads[0]) if pads else 0
+
+    def conv(self, node: Any, a: dict) -> None:
+        if a.get("group", 1) != 1:
+            raise self.fail(node, f"group={a['group']}; polylenet has no grouped convolutions")
+        kernel, stride, padding = self.window(node, a)
+        weight = self.constant(node, 1, "weight")
+        bias = self.constant(node, 2, "bias") if len(node.input) > 2 else np.zeros(weight.shape[0], np.float32)
+        self.add(Conv2D(weight.shape[0], kernel, stride, padding), {"weight": weight, "bias": bias})
+        self.biased = len(node.input) > 2 and bool(node.input[2])
+
+    def pool(self, node: Any, a: dict) -> None:
+        size, stride, padding = self.window(node, a)
+        if padding:
+            raise self.fail(node, f"pads={list(a['pads'])}; polylenet's pooling has no padding")
+        self.add(Pool2D("max" if node.op_type == "MaxPool" else "avg", size, stride))
+
+    def flatten(self) -> None:
+        if len(self.shape) != 2:
+            self.add(Flatten())
+
+    def reshape(self, node: Any) -> None:
+        computed = node.input[1] not in self.constants
+        target = self.computed(node.input[1]) if computed else self.constant(node, 1, "shape")
+        features = int(np.prod(self.shape[1:]))
+        if not self.layers and target is not None and target.size == 4 and not self.nhwc_input:
+            h, w, c = self.shape[1:]
+            if c == 1 and target[1:].tolist() == [1, h, w]:  # tf2onnx's NHWC-to-NCHW for one channel
+                self.nhwc_input = True
+                self.shape = (1, 1, h, w)
+                return
+        # a computed shape (Keras's Flatten: Shape, Gather, Concat, ...) is evaluated for a batch of 3
+        batch = (-1, 0, 3) if computed else (-1, 0, 1)
+        if len(self.shape) == 4 and target.size == 2 and target[0] in batch and target[1] in (features, -1):
+            return self.flatten()
+        raise self.fail(node, f"reshapes {self.shape[1:]} to {target.tolist()}; "
+                        "polylenet reshapes only (N, C, H, W) to (N, C*H*W)")
+
+    def computed(self, name: str) -> np.ndarray:
+        """The value of tensor ``name``, computed by ONNX's reference evaluator for a batch of 3."""
+        from onnx import helper
+        from onnx.reference import ReferenceEvaluator
+
+        model = type(self.model)()
+        model.CopyFrom(self.model)
+        del model.graph.output[:]
+        model.graph.output.append(helper.make_empty_tensor_value_info(name))
+        dims = [d.dim_value for d in self.graph.input[self.input_index].type.tensor_type.shape.dim][1:]
+        x = np.zeros((3, *dims), np.float32)
+        return np.asarray(ReferenceEvaluator(model).run(None, {self.input_name: x})[0]).reshape(-1)
+
+    def dense(self, node: Any, a: dict) -> None:
+        weight = self.constant(node, 1, "weight")
+        if node.op_type == "Gemm":
+            if a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0 or a.get("transA", 0):
+                raise self.fail(node, f"alpha={a.get('alpha', 1.0)}, beta={a.get('beta', 1.0)}, "
+                                f"transA={a.get('transA', 0)}; polylenet's dense layer is x @ W.T + b")
+            weight = weight if a.get("transB", 0) else weight.T
+        else:
+            weight = weight.T  # MatMul's (in, out)
+        if weight.ndim != 2 or len(self.shape) != 2 or weight.shape[1] != self.shape[1]:
+            raise self.fail(node, f"a {weight.shape} weight on a {self.shape[1:]} input")
+        if self.flatten_order is not None:  # HWC-order columns to polylenet's CHW order
+            c, h, w = self.flatten_order
+            weight = weight.reshape(-1, h, w, c).transpose(0, 3, 1, 2).reshape(weight.shape[0], -1)
+            self.flatten_order = None
+        bias = np.zeros(weight.shape[0], np.float32)
+        if node.op_type == "Gemm" and len(node.input) > 2 and node.input[2]:
+            bias = self.constant(node, 2, "bias").reshape(-1)
+        self.add(Dense(weight.shape[0]), {"weight": np.ascontiguousarray(weight), "bias": bias})
+        self.biased = node.op_type == "Gemm" and len(node.input) > 2 and bool(node.input[2])
+
+    def bias(self, node: Any) -> None:
+        """An Add right after a Conv or MatMul without a bias (paddle2onnx, tf2onnx) is its bias."""
+        other = [i for i in node.input if i in self.constants]
+        last = self.layers[-1] if self.layers else None
+        if not isinstance(last, (Conv2D, Dense)) or self.biased or len(other) != 1:
+            raise self.fail(node, "an addition that is not the bias of the convolution or dense layer before it")
+        bias = np.asarray(self.constants[other[0]], np.float32)
+        size = last.out_channels if isinstance(last, Conv2D) else last.units
+        # per channel on (N, C, H, W) is (C, 1, 1) or (1, C, 1, 1); per unit on (N, units) is (units,)
+        shapes = [(size, 1, 1), (1, size, 1, 1)] if isinstance(last, Conv2D) else [(size,), (1, size)]
+        if bias.shape not in shapes:
+            raise self.fail(node, f"adds a {bias.shape} constant to {self.shape[1:]}; a bias has shape {shapes[0]}")
+        self.params[-1]["bias"], self.biased = bias.reshape(-1), True
+
+    def batchnorm(self, node: Any, a: dict) -> None:
+        if a.get("training_mode", 0):
+            raise self.fail(node, "training_mode=1; export the model in evaluation mode")
+        names = ("weight", "bias", "running_mean", "running_var")
+        params = {key: self.constant(node, i + 1, key) for i, key in enumerate(names)}
+        eps, momentum = (float(str(np.float32(a.get(k, d)))) for k, d in (("epsilon", 1e-5), ("momentum", 0.9)))
+        self.add(BatchNorm(momentum=momentum, eps=eps), params)
+
+
+def from_onnx(model: Any, source: str = "<onnx>", name: Optional[str] = None) -> tuple[Spec, Weights]:
+    """The neutral spec and weights of a LeNet-like ``onnx.ModelProto``."""
+    onnx = _onnx()
+    try:
+        onnx.checker.check_model(model)
+        model = onnx.shape_inference.infer_shapes(model)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise OnnxError(f"{source}: not a valid ONNX model: {str(exc).splitlines()[0]}") from None
+    reader = _Reader(model, source)
+    input_shape, layers, params = reader.read()
+    if not layers or not isinstance(layers[-1], Dense):
+        raise OnnxError(f"{source}: the graph does not end in a dense layer; a LeNet ends in its logits")
+    spec = Spec(name or model.graph.name or "imported", tuple(layers), input_shape, layers[-1].units)
+    weights = {f"{layer}.{key}": np.ascontiguousarray(value, np.float32)
+               for layer, values in zip(spec.layer_names(), params) for key, value in values.items()}
+    return spec, check_weights(spec, weights, source)
+
+
+def import_onnx(path: Union[str, os.PathLike]) -> tuple[Spec, Weights]:
+    """Read an ONNX LeNet (polylenet's export, or a framework exporter's) into a neutral spec and
+    weights, ready for ``polylenet.build(spec, backend=..., weights=weights)``. An operator or
+    attribute that polylenet cannot map exactly raises :class:`OnnxError` naming the node.
+
+    >>> import os, tempfile, numpy as np, polylenet
+    >>> path = polylenet.export_onnx("lenet-relu", os.path.join(tempfile.mkdtemp(), "m.onnx"))
+    >>> spec, weights = polylenet.import_onnx(path)
+    >>> np.array_equal(weights["dense3.weight"], polylenet.init_weights("lenet-relu")["dense3.weight"])
+    True
+    """
+    onnx = _onnx()
+    source = os.fspath(path)
+    try:
+        model = onnx.load(source)
+    except FileNotFoundError:
+        raise OnnxError(f"{source}: no such ONNX file") from None
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise OnnxError(f"{source}: not an ONNX file ({type(exc).__name__}: {exc})") from None
+    graph_name = model.graph.name
+    name = graph_name if graph_name and graph_name not in ("main_graph", "torch_jit", "tf2onnx") else Path(source).stem
+    return from_onnx(model, source, name)
