@@ -24,7 +24,7 @@ from polylenet.errors import BackendError
 from polylenet.registry import BUILTIN, available_backends, known_backends
 from polylenet.training import History, TrainConfig
 
-FRAMEWORKS = [name for name in BUILTIN if name != "numpy"]
+FRAMEWORKS = [name for name, info in BUILTIN.items() if name != "numpy" and info.trains]
 
 
 def backend_list(backends: str) -> list[str]:

@@ -26,6 +26,9 @@ class BackendInfo:
     module: str  # the adapter module, imported only when the backend is asked for
     framework: Optional[str]  # the framework's import name; None for the NumPy reference
     pip_name: Optional[str]  # what pip calls it, for messages
+    extra: Optional[str] = None  # polylenet's extra that installs it, if not named after the backend
+    trains: bool = True  # as its module's CAPABILITIES declare (a test checks they agree); known
+    # without importing the framework, so compare can pick the backends to train
 
 
 BUILTIN = {
@@ -38,6 +41,8 @@ BUILTIN = {
         BackendInfo("paddle", "polylenet.backends.paddle", "paddle", "paddlepaddle"),
         BackendInfo("mindspore", "polylenet.backends.mindspore", "mindspore", "mindspore"),
         BackendInfo("jax", "polylenet.backends.jax", "flax", "jax, flax and optax"),
+        BackendInfo("onnxruntime", "polylenet.backends.onnxruntime", "onnxruntime", "onnx and onnxruntime",
+                    extra="onnx", trains=False),
     )
 }
 
@@ -83,7 +88,9 @@ def resolve_name(backend: Optional[str] = None) -> str:
 
 def install_hint(name: str) -> str:
     """The command that makes backend ``name`` available."""
-    return f'pip install "polylenet[{name}]"  (or: tox -e {name})'
+    info = known_backends().get(name)
+    extra = info.extra if info and info.extra else name
+    return f'pip install "polylenet[{extra}]"  (or: tox -e {"core" if extra == "onnx" else name})'
 
 
 def _backends_package() -> ModuleType:

@@ -43,3 +43,12 @@ def test_no_framework_imported_by_the_core():
 def test_model_not_built_by_polylenet():
     with pytest.raises(BackendError, match="not built by polylenet.build"):
         polylenet.forward(object(), None)
+
+
+def test_declared_training_agrees_with_the_adapter():
+    """compare picks the backends to train from the registry without importing them."""
+    from polylenet.registry import BUILTIN, can_train
+
+    for name in polylenet.available_backends():
+        if name in BUILTIN:
+            assert BUILTIN[name].trains == can_train(name), name
