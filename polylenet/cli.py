@@ -1,4 +1,4 @@
-"""The ``polylenet`` command: shapes, train, compare.
+"""The ``polylenet`` command: shapes, train, compare, diff, export, import, evaluate.
 
 Errors are one line on stderr and a non-zero exit; ``--debug`` shows the traceback.
 """
@@ -41,6 +41,14 @@ def _config(args: argparse.Namespace):
                        dataset=args.dataset, train_subset=args.train_subset, compiled=not args.eager)
 
 
+def _add_weights_source(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--spec", default=None, help="variant name or spec file (default: the checkpoint's, else lenet5)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--checkpoint", default=None, help="a training checkpoint (its spec and weights)")
+    source.add_argument("--weights", default=None, help="neutral weights (.npz); default: init_weights(spec, --seed)")
+    p.add_argument("--seed", type=int, default=0)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="polylenet", description="One LeNet spec, five frameworks.")
     top.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -77,6 +85,21 @@ def parser() -> argparse.ArgumentParser:
     diff.add_argument("--data-dir", default=None)
     diff.add_argument("--envs", default=None, help="folder of per-backend virtualenvs (default .tox)")
     diff.add_argument("--python", action="append", default=[], metavar="BACKEND=PYTHON")
+
+    export = sub.add_parser("export", help="write a model as an ONNX file (no framework needed)")
+    export.add_argument("--format", default="onnx", choices=["onnx"])
+    _add_weights_source(export)
+    export.add_argument("--out", required=True, help="the .onnx file to write")
+
+    imp = sub.add_parser("import", help="read an ONNX LeNet (any exporter's) into a spec and neutral weights")
+    imp.add_argument("onnx_file")
+    imp.add_argument("--out", required=True, help="folder for spec.json and weights.npz")
+
+    evaluate = sub.add_parser("evaluate", help="test accuracy of a model's weights on one backend")
+    evaluate.add_argument("--backend", default=None)
+    _add_weights_source(evaluate)
+    evaluate.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "mnist"])
+    evaluate.add_argument("--data-dir", default=None)
 
     probe = sub.add_parser("probe")  # diff's child, run in each backend's environment
     for flag in ("--backend", "--spec", "--inputs", "--out"):
@@ -177,6 +200,60 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return 0 if first_out_of_tolerance(rows) is None else 1
 
 
+def _spec_and_weights(args: argparse.Namespace):
+    """The spec and neutral weights that --spec and --checkpoint or --weights name."""
+    from polylenet.checkpoint import load_checkpoint
+    from polylenet.spec import spec_from_dict
+    from polylenet.specfile import load_spec
+    from polylenet.weights import init_weights, load_weights
+
+    if args.checkpoint:
+        weights, meta = load_checkpoint(args.checkpoint)
+        spec = load_spec(args.spec) if args.spec else spec_from_dict(meta.get("spec"), args.checkpoint)
+        return spec, weights
+    spec = load_spec(args.spec or "lenet5")
+    return spec, load_weights(args.weights) if args.weights else init_weights(spec, args.seed)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from polylenet.onnxfile import export_onnx
+
+    spec, weights = _spec_and_weights(args)
+    path = export_onnx(spec, args.out, weights=weights)
+    print(f"wrote {path} ({spec.name}, {args.format})")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from polylenet.onnxfile import import_onnx
+    from polylenet.shapes import format_shape_table, spec_layer_shapes
+    from polylenet.specfile import save_spec
+    from polylenet.weights import save_weights
+
+    spec, weights = import_onnx(args.onnx_file)
+    out = Path(args.out)
+    save_spec(spec, out / "spec.json")
+    save_weights(weights, out / "weights.npz")
+    print(f"{args.onnx_file}: {spec.name}")
+    print(format_shape_table(spec_layer_shapes(spec)))
+    print(f"wrote {out / 'spec.json'} and {out / 'weights.npz'}; load them on any backend with\n"
+          f"  polylenet evaluate --backend BACKEND --spec {out / 'spec.json'} --weights {out / 'weights.npz'}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from polylenet.api import build
+    from polylenet.data import load_data
+    from polylenet.training import evaluate, to_inputs
+
+    spec, weights = _spec_and_weights(args)
+    model = build(spec, backend=args.backend, weights=weights)
+    data = load_data(args.dataset, args.data_dir)
+    accuracy = evaluate(model, to_inputs(data.test_images), data.test_labels.astype(np.int64))
+    print(f"{model.polylenet_backend}: {spec.name} test acc {accuracy:.4f} on {args.dataset}")
+    return 0
+
+
 def cmd_probe(args: argparse.Namespace) -> int:
     from polylenet.diff import probe_child
 
@@ -184,7 +261,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"shapes": cmd_shapes, "train": cmd_train, "compare": cmd_compare, "diff": cmd_diff, "probe": cmd_probe}
+COMMANDS = {"shapes": cmd_shapes, "train": cmd_train, "compare": cmd_compare, "diff": cmd_diff, "probe": cmd_probe,
+            "export": cmd_export, "import": cmd_import, "evaluate": cmd_evaluate}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

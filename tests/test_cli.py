@@ -136,3 +136,31 @@ def test_compare_shows_each_epoch_as_it_happens(tmp_path):
     assert [line.split(":")[0] for line in epochs] == ["[numpy] epoch 1/2", "[numpy] epoch 2/2"], result.stdout
     final = next(x for x in lines if "test acc" in x and "epoch" not in x)  # printed when the backend is done
     assert "examples/sec" in epochs[0] and lines.index(epochs[-1]) < lines.index(final)
+
+
+def test_export_import_evaluate_moves_a_trained_model(tmp_path, capsys):
+    """train (numpy) -> export ONNX -> import -> evaluate on another backend: the same accuracy."""
+    pytest.importorskip("onnx", reason="the onnx extra is not installed: pip install 'polylenet[onnx]'")
+    make_dataset(tmp_path / "data" / "fashion-mnist", train=64, test=32)
+    data = tmp_path / "data"
+    run_dir, onnx_file, moved = tmp_path / "run", tmp_path / "m.onnx", tmp_path / "moved"
+    assert main(["train", "--backend", "numpy", "--spec", "lenet-bn", "--epochs", "1", "--data-dir", str(data),
+                 "--out", str(run_dir), "--quiet"]) == 0
+    checkpoint = str(run_dir / "checkpoint-epoch01.npz")
+    assert main(["export", "--checkpoint", checkpoint, "--out", str(onnx_file)]) == 0
+    assert main(["import", str(onnx_file), "--out", str(moved)]) == 0
+    capsys.readouterr()
+    accuracies = set()
+    for args in (["--checkpoint", checkpoint],
+                 ["--spec", str(moved / "spec.json"), "--weights", str(moved / "weights.npz")]):
+        assert main(["evaluate", "--backend", "numpy", "--data-dir", str(data), *args]) == 0
+        accuracies.add(capsys.readouterr().out.split("test acc ")[1].split()[0])
+    assert len(accuracies) == 1
+
+
+def test_import_of_a_file_that_is_not_onnx_is_one_line(tmp_path):
+    pytest.importorskip("onnx", reason="the onnx extra is not installed: pip install 'polylenet[onnx]'")
+    (tmp_path / "x.onnx").write_text("not a model")
+    result = run("import", str(tmp_path / "x.onnx"), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and "x.onnx: not" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
