@@ -8,6 +8,7 @@ The conformance suite runs the file on ONNX Runtime against the oracle and impor
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -66,7 +67,10 @@ def export_mindspore(model, spec, path):
 
     model.set_train(False)
     x = ms.Tensor(np.zeros((1, *spec.input_shape), np.float32))
-    ms.export(model, x, file_name=str(Path(path).with_suffix("")), file_format="ONNX")
+    name = str(Path(path).resolve().with_suffix(""))
+    # MindSpore 2.10 writes rank_0/om/analyze_fail.ir into the working directory when it fails
+    with tempfile.TemporaryDirectory() as folder, contextlib.chdir(folder):
+        ms.export(model, x, file_name=name, file_format="ONNX")
 
 
 EXPORTERS = {"torch": export_torch, "tensorflow": export_tensorflow, "mxnet": export_mxnet,
