@@ -31,8 +31,8 @@ def export_tensorflow(model, spec, path):
     import tf2onnx
 
     c, h, w = spec.input_shape
-    # tf2onnx 1.17's from_keras reads Keras 2 internals that Keras 3 (TF 2.21) removed; the
-    # model called inside a tf.function is the same graph
+    # tf2onnx 1.17's from_keras fails on a Keras 3 model (TF 2.21): KeyError 'keras_tensor_13';
+    # the model called inside a tf.function is the same graph
     function = tf.function(lambda x: model(x, training=False))
     signature = [tf.TensorSpec((None, h, w, c), tf.float32, name="input")]
     tf2onnx.convert.from_function(function, input_signature=signature, output_path=str(path))
