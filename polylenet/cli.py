@@ -75,6 +75,8 @@ def parser() -> argparse.ArgumentParser:
                          help="folder of per-backend virtualenvs (default: $POLYLENET_ENVS, else .tox)")
     compare.add_argument("--python", action="append", default=[], metavar="BACKEND=PYTHON",
                          help="the interpreter to run BACKEND with (repeatable)")
+    compare.add_argument("--jobs", type=int, default=1,
+                         help="backends training at once, each held to cores/jobs threads (default 1)")
     diff = sub.add_parser("diff", help="where two backends first disagree: every layer, gradient and step")
     diff.add_argument("--backends", required=True, help="two backends, A,B")
     diff.add_argument("--spec", default="lenet5")
@@ -173,7 +175,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     pythons = dict(item.split("=", 1) for item in args.python)
     report = run_compare(args.backends, _config(args), spec=args.spec, out=Path(args.out),
-                         envs=args.envs, pythons=pythons, data_dir=args.data_dir)
+                         envs=args.envs, pythons=pythons, data_dir=args.data_dir, jobs=args.jobs)
     print(f"wrote {report}")
     summary = json.loads((report.parent / "report.json").read_text())
     if "plots_missing" in summary:

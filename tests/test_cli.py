@@ -76,8 +76,9 @@ def test_compare_runs_children_and_reports(tmp_path):
     out = tmp_path / "cmp"
     result = run("compare", "--backends", "numpy,torch", "--epochs", "2", "--batch-size", "16",
                  "--data-dir", str(tmp_path / "data"), "--out", str(out), "--envs", str(tmp_path / "no-envs"),
-                 "--python", "torch=" + str(tmp_path / "missing-python"))
+                 "--python", "torch=" + str(tmp_path / "missing-python"), "--jobs", "2")
     assert result.returncode == 0, result.stderr
+    assert "trained 2 backend(s)" in result.stdout and "(2 at a time)" in result.stdout
     report = (out / "report.md").read_text()
     assert "| numpy |" in report and "| torch | **failed**" in report
     assert {"curves.png", "divergence.png", "throughput.png", "report.json"} <= {p.name for p in out.iterdir()}
