@@ -3,7 +3,9 @@ the chapter's ``net``, Xavier init, the framework's own data pipeline and ``trai
 (SGD, cross-entropy, per-batch loss/accuracy accumulation). No polylenet code runs in here.
 
 Each ``train_<backend>(x, y, epochs, lr, batch_size)`` takes NCHW float32 images in [0, 1] and
-int labels, and returns the seconds spent in the training loops (evaluation excluded).
+int labels, and returns ``(wall, steps)``: the seconds the training loops took (evaluation
+excluded), and the seconds d2l's ``Timer`` counts in ``train_ch6`` (started after a batch is
+fetched, stopped after its metrics are added: the steps without the data loading).
 """
 
 from __future__ import annotations
@@ -11,6 +13,22 @@ from __future__ import annotations
 import time
 
 import numpy as np
+
+
+class Timer:
+    """d2l's Timer, as train_ch6 uses it: start() and stop() around each step; sum() in seconds."""
+
+    def __init__(self):
+        self.times, self.tik = [], None
+
+    def start(self):
+        self.tik = time.perf_counter()
+
+    def stop(self):
+        self.times.append(time.perf_counter() - self.tik)
+
+    def sum(self):
+        return sum(self.times)
 
 
 def train_torch(x, y, epochs, lr, batch_size):
@@ -37,11 +55,12 @@ def train_torch(x, y, epochs, lr, batch_size):
         batch_size, shuffle=True)
     optimizer = torch.optim.SGD(net.parameters(), lr=lr)
     loss = nn.CrossEntropyLoss()
-    start = time.perf_counter()
+    timer, start = Timer(), time.perf_counter()
     for epoch in range(epochs):
         metric = np.zeros(3)
         net.train()
         for X, y_ in train_iter:
+            timer.start()
             optimizer.zero_grad()
             y_hat = net(X)
             l = loss(y_hat, y_)
@@ -49,7 +68,8 @@ def train_torch(x, y, epochs, lr, batch_size):
             optimizer.step()
             with torch.no_grad():
                 metric += (float(l) * X.shape[0], float((y_hat.argmax(1) == y_).sum()), X.shape[0])
-    return time.perf_counter() - start
+            timer.stop()
+    return time.perf_counter() - start, timer.sum()
 
 
 def train_tensorflow(x, y, epochs, lr, batch_size):
@@ -70,9 +90,16 @@ def train_tensorflow(x, y, epochs, lr, batch_size):
     net.compile(optimizer=tf.keras.optimizers.SGD(learning_rate=lr),
                 loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 metrics=["accuracy"])
-    start = time.perf_counter()
-    net.fit(train_iter, epochs=epochs, verbose=0)
-    return time.perf_counter() - start
+    class StepTimer(tf.keras.callbacks.Callback):  # Keras runs the step, batch fetch included, in fit
+        def on_train_batch_begin(self, batch, logs=None):
+            timer.start()
+
+        def on_train_batch_end(self, batch, logs=None):
+            timer.stop()
+
+    timer, start = Timer(), time.perf_counter()
+    net.fit(train_iter, epochs=epochs, verbose=0, callbacks=[StepTimer()])
+    return time.perf_counter() - start, timer.sum()
 
 
 def train_mxnet(x, y, epochs, lr, batch_size):
@@ -94,17 +121,19 @@ def train_mxnet(x, y, epochs, lr, batch_size):
     train_iter = gluon.data.DataLoader(gluon.data.ArrayDataset(x, y.astype(np.float32)), batch_size, shuffle=True)
     loss = gluon.loss.SoftmaxCrossEntropyLoss()
     trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": lr})
-    start = time.perf_counter()
+    timer, start = Timer(), time.perf_counter()
     for epoch in range(epochs):
         metric = np.zeros(3)
         for X, y_ in train_iter:
+            timer.start()
             with autograd.record():
                 y_hat = net(X)
                 l = loss(y_hat, y_)
             l.backward()
             trainer.step(X.shape[0])
             metric += (float(l.sum().asscalar()), float((y_hat.argmax(axis=1) == y_).sum().asscalar()), X.shape[0])
-    return time.perf_counter() - start
+            timer.stop()
+    return time.perf_counter() - start, timer.sum()
 
 
 def train_paddle(x, y, epochs, lr, batch_size):
@@ -134,11 +163,12 @@ def train_paddle(x, y, epochs, lr, batch_size):
         batch_size=batch_size, shuffle=True, return_list=True)
     optimizer = paddle.optimizer.SGD(learning_rate=lr, parameters=net.parameters())
     loss = nn.CrossEntropyLoss()
-    start = time.perf_counter()
+    timer, start = Timer(), time.perf_counter()
     for epoch in range(epochs):
         metric = np.zeros(3)
         net.train()
         for X, y_ in train_iter:
+            timer.start()
             optimizer.clear_grad()
             y_hat = net(X)
             l = loss(y_hat, y_)
@@ -146,7 +176,8 @@ def train_paddle(x, y, epochs, lr, batch_size):
             optimizer.step()
             with paddle.no_grad():
                 metric += (float(l) * X.shape[0], float((y_hat.argmax(1) == y_.flatten()).sum()), X.shape[0])
-    return time.perf_counter() - start
+            timer.stop()
+    return time.perf_counter() - start, timer.sum()
 
 
 def train_mindspore(x, y, epochs, lr, batch_size):
@@ -177,15 +208,17 @@ def train_mindspore(x, y, epochs, lr, batch_size):
         return loss(y_hat, y_), y_hat
 
     grad_fn = ms.value_and_grad(forward_fn, None, optimizer.parameters, has_aux=True)
-    start = time.perf_counter()
+    timer, start = Timer(), time.perf_counter()
     for epoch in range(epochs):
         metric = np.zeros(3)
         net.set_train()
         for X, y_ in train_iter.create_tuple_iterator():
+            timer.start()
             (l, y_hat), grads = grad_fn(X, y_)
             optimizer(grads)
             metric += (float(l.asnumpy()) * X.shape[0], float((y_hat.argmax(1) == y_).sum().asnumpy()), X.shape[0])
-    return time.perf_counter() - start
+            timer.stop()
+    return time.perf_counter() - start, timer.sum()
 
 
 def train_jax(x, y, epochs, lr, batch_size):
@@ -230,15 +263,18 @@ def train_jax(x, y, epochs, lr, batch_size):
         return state.apply_gradients(grads=grads), l, (y_hat.argmax(1) == y_).sum()
 
     rng = np.random.default_rng(0)
-    start = time.perf_counter()
+    timer, start = Timer(), time.perf_counter()
     for epoch in range(epochs):
         metric = np.zeros(3)
         order = rng.permutation(len(nhwc))  # d2l's loader shuffles each epoch
         for i in range(0, len(order), batch_size):
             idx = order[i:i + batch_size]
-            state, l, correct = training_step(state, nhwc[idx], y[idx])
+            X, y_ = nhwc[idx], y[idx]
+            timer.start()
+            state, l, correct = training_step(state, X, y_)
             metric += (float(l) * len(idx), float(correct), len(idx))
-    return time.perf_counter() - start
+            timer.stop()
+    return time.perf_counter() - start, timer.sum()
 
 
 LOOPS = {"torch": train_torch, "tensorflow": train_tensorflow, "mxnet": train_mxnet,
