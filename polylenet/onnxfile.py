@@ -158,10 +158,33 @@ class _Reader:
     def constant(self, node: Any, index: int, what: str) -> np.ndarray:
         if index >= len(node.input) or not node.input[index]:
             raise self.fail(node, f"has no {what} input")
-        name = node.input[index]
+        value = self.value(node.input[index])
+        if value is None:
+            raise self.fail(node, f"its {what} {node.input[index]!r} depends on the input images")
+        return np.asarray(value, np.float32)
+
+    def value(self, name: str) -> Optional[np.ndarray]:
+        """The value of a tensor that does not depend on the graph input: a stored constant, or one
+        the graph computes from constants (an exporter that skipped constant folding leaves a
+        bias as Reshape(Constant)); None for anything that depends on the images."""
         if name not in self.constants:
-            raise self.fail(node, f"its {what} {name!r} is computed in the graph, not a stored constant")
-        return np.asarray(self.constants[name], np.float32)
+            if self.depends_on_input(name):
+                return None
+            self.constants[name] = self.computed(name)
+        return self.constants[name]
+
+    def depends_on_input(self, name: str) -> bool:
+        producers = {output: node for node in self.graph.node for output in node.output}
+        pending, seen = [name], set()
+        while pending:
+            tensor = pending.pop()
+            if tensor in seen or tensor in self.constants or not tensor:
+                continue
+            seen.add(tensor)
+            if tensor not in producers:  # the graph input (or a tensor nothing makes)
+                return True
+            pending.extend(producers[tensor].input)
+        return False
 
     def input_shape(self) -> tuple[int, int, int]:
         constants = set(self.constants)
@@ -292,8 +315,8 @@ class _Reader:
             self.add(Flatten())
 
     def reshape(self, node: Any) -> None:
-        computed = node.input[1] not in self.constants
-        target = self.computed(node.input[1]) if computed else self.constant(node, 1, "shape")
+        computed = self.depends_on_input(node.input[1])
+        target = (self.computed(node.input[1]) if computed else self.constant(node, 1, "shape")).reshape(-1)
         features = int(np.prod(self.shape[1:]))
         if not self.layers and target is not None and target.size == 4 and not self.nhwc_input:
             h, w, c = self.shape[1:]
@@ -319,7 +342,7 @@ class _Reader:
         model.graph.output.append(helper.make_empty_tensor_value_info(name))
         dims = [d.dim_value for d in self.graph.input[self.input_index].type.tensor_type.shape.dim][1:]
         x = np.zeros((3, *dims), np.float32)
-        return np.asarray(ReferenceEvaluator(model).run(None, {self.input_name: x})[0]).reshape(-1)
+        return np.asarray(ReferenceEvaluator(model).run(None, {self.input_name: x})[0])
 
     def dense(self, node: Any, a: dict) -> None:
         weight = self.constant(node, 1, "weight")
@@ -344,7 +367,7 @@ class _Reader:
 
     def bias(self, node: Any) -> None:
         """An Add right after a Conv or MatMul without a bias (paddle2onnx, tf2onnx) is its bias."""
-        other = [i for i in node.input if i in self.constants]
+        other = [i for i in node.input if self.value(i) is not None]
         last = self.layers[-1] if self.layers else None
         if not isinstance(last, (Conv2D, Dense)) or self.biased or len(other) != 1:
             raise self.fail(node, "an addition that is not the bias of the convolution or dense layer before it")

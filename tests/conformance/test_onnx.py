@@ -171,3 +171,24 @@ def test_not_an_onnx_file(tmp_path):
         polylenet.import_onnx(tmp_path / "x.onnx")
     with pytest.raises(OnnxError, match="no such ONNX file"):
         polylenet.import_onnx(tmp_path / "missing.onnx")
+
+
+def test_a_bias_the_exporter_left_unfolded_is_read(tmp_path):
+    """paddle2onnx without its constant folding writes a conv bias as Add(Reshape(Constant))."""
+    spec = polylenet.load_spec("lenet5")
+    weights = conformance_weights(spec)
+    model = to_onnx(spec, weights)
+    graph = model.graph
+    conv = graph.node[0]
+    del conv.input[2]
+    conv.output[0] = "conv1_nobias"
+    graph.node.insert(1, helper.make_node("Constant", [], ["bias_shape"], "shape_const",
+                                          value=numpy_helper.from_array(np.array([1, 6, 1, 1], np.int64))))
+    graph.node.insert(2, helper.make_node("Reshape", ["conv1.bias", "bias_shape"], ["bias4d"], "bias_reshape"))
+    graph.node.insert(3, helper.make_node("Add", ["conv1_nobias", "bias4d"], ["conv1"], "bias_add"))
+    del graph.value_info[:]
+    path = tmp_path / "unfolded.onnx"
+    onnx.save(model, path)
+    imported, read = polylenet.import_onnx(path)
+    assert imported == spec
+    assert all(np.array_equal(read[k], weights[k]) for k in weights)
