@@ -66,32 +66,29 @@ class ExactTanh(nn.Cell):
         return sign * (-e / (e + 2.0))
 
 
-def _biased_running_var(norm, x):
-    """MindSpore 2.10's CPU BatchNorm kernel updates the moving variance with the unbiased batch
+def _biased_running_var(base):
+    """``base`` (nn.BatchNorm1d or 2d) with the running variance the neutral convention keeps.
+    MindSpore 2.10's CPU BatchNorm kernel updates the moving variance with the unbiased batch
     variance (n/(n-1) times the biased one it normalizes with); take the difference back so it
-    follows the biased one, as d2l's ``batch_norm`` does. (``norm.momentum`` is MindSpore's
-    internal 1 - momentum: the weight of the new batch.)"""
-    n = x.size // x.shape[1]
-    var = ops.stop_gradient(x).var(axis=(0, 2, 3) if x.ndim == 4 else 0, ddof=0)
-    ops.assign_sub(norm.moving_variance, norm.momentum * var / max(n - 1, 1))
+    follows the biased one, as d2l's ``batch_norm`` does. (``self.momentum`` is MindSpore's
+    internal 1 - momentum: the weight of the new batch.) The base is called by name: MindSpore
+    2.10's graph mode (ms.jit) recursed without end on super() in the mixin this replaced."""
+
+    class BiasedRunningVar(base):
+        def construct(self, x):
+            y = base.construct(self, x)
+            if self.training:
+                n = x.size // x.shape[1]
+                var = ops.stop_gradient(x).var(axis=(0, 2, 3) if x.ndim == 4 else 0, ddof=0)
+                ops.assign_sub(self.moving_variance, self.momentum * var / max(n - 1, 1))
+            return y
+
+    BiasedRunningVar.__name__ = BiasedRunningVar.__qualname__ = f"{base.__name__}BiasedRunningVar"
+    return BiasedRunningVar
 
 
-# Each calls its base class by name: MindSpore 2.10's graph mode (ms.jit) recurses without end
-# on super() in a cell with a mixin.
-class BatchNorm1dBiasedRunningVar(nn.BatchNorm1d):
-    def construct(self, x):
-        y = nn.BatchNorm1d.construct(self, x)
-        if self.training:
-            _biased_running_var(self, x)
-        return y
-
-
-class BatchNorm2dBiasedRunningVar(nn.BatchNorm2d):
-    def construct(self, x):
-        y = nn.BatchNorm2d.construct(self, x)
-        if self.training:
-            _biased_running_var(self, x)
-        return y
+BatchNorm1dBiasedRunningVar = _biased_running_var(nn.BatchNorm1d)
+BatchNorm2dBiasedRunningVar = _biased_running_var(nn.BatchNorm2d)
 
 
 def version() -> str:

@@ -139,6 +139,7 @@ class _Reader:
         for node in self.graph.node:
             if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
                 self.constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+        self.producers = {output: node for node in self.graph.node for output in node.output}
         self.layers: list = []
         self.params: list[dict[str, np.ndarray]] = []
         self.nhwc_input = False
@@ -174,7 +175,7 @@ class _Reader:
         return self.constants[name]
 
     def depends_on_input(self, name: str) -> bool:
-        producers = {output: node for node in self.graph.node for output in node.output}
+        producers = self.producers
         pending, seen = [name], set()
         while pending:
             tensor = pending.pop()
