@@ -132,16 +132,20 @@ def _train_step(model, optimizer, x, y):
 
 def trainer(model, spec, lr, compiled):
     optimizer = nnx.Optimizer(model, optax.sgd(lr), wrt=nnx.Param)
-    # the whole step (forward, backward, update, batch statistics) is one XLA computation
-    train_step = nnx.jit(_train_step) if compiled else _train_step
+    if compiled:
+        # the whole step (forward, backward, update, batch statistics) is one XLA computation;
+        # cached_partial walks the model's graph once instead of on every call (measured 1.05x
+        # the step here). Its copy of the model stays in training mode; the Variables are shared.
+        model.train()
+        cached_step = nnx.cached_partial(nnx.jit(_train_step), model, optimizer)
 
     def step(x, y):
-        model.train()
         if compiled:
-            loss, correct = train_step(model, optimizer, _nhwc(x), jnp.asarray(y))
+            loss, correct = cached_step(_nhwc(x), jnp.asarray(y))
         else:
+            model.train()
             with jax.disable_jit():
-                loss, correct = train_step(model, optimizer, _nhwc(x), jnp.asarray(y))
+                loss, correct = _train_step(model, optimizer, _nhwc(x), jnp.asarray(y))
         return float(loss), int(correct)
 
     return step
