@@ -26,9 +26,10 @@ from polylenet.registry import BUILTIN, available_backends, known_backends
 from polylenet.training import History, TrainConfig
 
 FRAMEWORKS = [name for name, info in BUILTIN.items() if name != "numpy" and info.trains]
-# The order in which parallel jobs start: longest first, so no long run starts last (measured
-# 10-epoch lenet5 runs on a 2-core CPU: mindspore, paddle, mxnet, jax, tensorflow, torch).
-SLOWEST_FIRST = ["mindspore", "paddle", "mxnet", "jax", "tensorflow", "torch"]
+# The order in which parallel jobs start: longest first, so no long run starts last (10-epoch
+# lenet5 runs measured two at a time on a 2-core CPU: paddle 296 s, jax 209, mxnet 125, torch 107,
+# tensorflow 100; mindspore since its GRAPH_MODE step about 180).
+SLOWEST_FIRST = ["paddle", "jax", "mindspore", "mxnet", "torch", "tensorflow"]
 
 
 def thread_limits(threads: int) -> dict[str, str]:
