@@ -20,6 +20,18 @@ _ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh}
 _POOLS = {"avg": nn.AvgPool2D, "max": nn.MaxPool2D}
 
 
+class ChannelBiasConv2D(nn.Conv2D):
+    """nn.Conv2D with its bias added as a (C, 1, 1) broadcast. paddle 3.3.1's nn.Conv2D adds it
+    reshaped to (1, C, 1, 1), and its CPU add kernel takes 3-4x longer for that broadcast: 12-17 ms
+    forward and 10 more backward for LeNet's first 256-image layer here. The
+    same sums, in the same order: weights after 180 SGD steps are bit-identical; the step 1.2-1.4x."""
+
+    def forward(self, x):
+        y = F.conv2d(x, self.weight, None, self._stride, self._updated_padding, self._dilation, self._groups,
+                     self._data_format)
+        return y + self.bias.reshape([-1, 1, 1])
+
+
 def version() -> str:
     return paddle.__version__
 
@@ -28,8 +40,8 @@ def build(spec):
     layers = []
     for name, layer, in_shape, _ in layer_table(spec):
         if isinstance(layer, Conv2D):
-            native = nn.Conv2D(in_shape[1], layer.out_channels, layer.kernel, stride=layer.stride,
-                               padding=layer.padding)
+            native = ChannelBiasConv2D(in_shape[1], layer.out_channels, layer.kernel, stride=layer.stride,
+                                       padding=layer.padding)
         elif isinstance(layer, Pool2D):
             native = _POOLS[layer.kind](kernel_size=layer.size, stride=layer.stride)
         elif isinstance(layer, Activation):
