@@ -27,9 +27,9 @@ from polylenet.training import History, TrainConfig
 
 FRAMEWORKS = [name for name, info in BUILTIN.items() if name != "numpy" and info.trains]
 # The order in which parallel jobs start: longest first, so no long run starts last (10-epoch
-# lenet5 runs measured two at a time on a 2-core CPU: paddle 296 s, jax 209, mxnet 125, torch 107,
-# tensorflow 100; mindspore since its GRAPH_MODE step about 180).
-SLOWEST_FIRST = ["paddle", "jax", "mindspore", "mxnet", "torch", "tensorflow"]
+# lenet5 runs measured two at a time on a 2-core CPU, 2026-11-23: mindspore 198 s, paddle 253 s
+# before its 1.2-1.4x bias change, jax 170, mxnet 113, torch 92, tensorflow 79).
+SLOWEST_FIRST = ["paddle", "mindspore", "jax", "mxnet", "torch", "tensorflow"]
 
 
 def thread_limits(threads: int) -> dict[str, str]:
