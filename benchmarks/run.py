@@ -4,7 +4,7 @@ Same data (Fashion-MNIST), same batch size 256, same epochs, CPU. Every measurem
 fresh child process started with the backend's own environment (tox's ``.tox/<backend>``, as
 ``polylenet compare`` finds it), so each peak-memory figure is that run's alone.
 
-    python benchmarks/run.py                      # all five backends, 1 epoch
+    python benchmarks/run.py                      # all six backends, 1 epoch
     python benchmarks/run.py --backends torch,mxnet --epochs 2 --eager
     POLYLENET_DATA=../shared/data python benchmarks/run.py   # data beside the checkout
 
