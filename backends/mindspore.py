@@ -186,11 +186,7 @@ class TrainStep(nn.Cell):
         super().__init__(auto_prefix=False)
         self.model = model
         self.optimizer = nn.SGD(model.trainable_params(), learning_rate=lr)
-        self.grad_fn = ms.value_and_grad(self.loss_fn, None, self.optimizer.parameters, has_aux=True)
-
-    def loss_fn(self, x, y):
-        logits = self.model(x)
-        return _loss(logits, y), logits
+        self.grad_fn = ms.value_and_grad(_loss_fn(model), None, self.optimizer.parameters, has_aux=True)
 
     def construct(self, x, y):
         (loss, logits), grads = self.grad_fn(x, y)

@@ -27,8 +27,8 @@ from polylenet.training import History, TrainConfig
 
 FRAMEWORKS = [name for name, info in BUILTIN.items() if name != "numpy" and info.trains]
 # The order in which parallel jobs start: longest first, so no long run starts last (10-epoch
-# lenet5 runs measured two at a time on a 2-core CPU, 2026-11-23: mindspore 198 s, paddle 253 s
-# before its 1.2-1.4x bias change, jax 170, mxnet 113, torch 92, tensorflow 79).
+# lenet5 runs measured two at a time on a 2-core CPU, 2026-11-23: paddle 218 s, mindspore 212,
+# jax 199, mxnet 120, torch 104, tensorflow 82).
 SLOWEST_FIRST = ["paddle", "mindspore", "jax", "mxnet", "torch", "tensorflow"]
 
 
