@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from polylenet.backends._pooling import ceil_overhang
 from polylenet.layers import Activation, BatchNorm, Conv2D, Dense, Flatten, Pool2D, unsupported_layer
-from polylenet.shapes import layer_table, param_shapes
+from polylenet.shapes import is_state, layer_table, param_shapes
 
 NAME = "torch"
 CAPABILITIES = frozenset({"inference", "training"})
 _ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh}
-_POOLS = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}
 
 
 class BiasedRunningVar:
@@ -41,6 +42,69 @@ class BatchNorm2dBiasedRunningVar(BiasedRunningVar, nn.BatchNorm2d):
     pass
 
 
+class CountedAvgPool2d(nn.Module):
+    """Average pooling over per-side pads. nn.AvgPool2d pads both sides alike, and a padding
+    layer before it makes the pads input, which count_include_pad=False would count. So: the
+    window sums of the zero-padded input (ceil_mode's overhang padded too, so every window lies
+    inside), divided by the same sums of a mask of what the spec counts (the input, and with
+    count_include_pad the pads; never the overhang), computed once."""
+
+    def __init__(self, layer, hw):
+        super().__init__()
+        (top, bottom), (left, right) = layer.pads
+        over_h, over_w = ceil_overhang(layer, hw)
+        self.pad = nn.ZeroPad2d((left, right + over_w, top, bottom + over_h))
+        self.pool = nn.AvgPool2d(layer.size_hw, layer.stride_hw, divisor_override=1)
+        counted = F.pad(torch.ones(1, 1, *hw), (left, right, top, bottom), value=float(layer.count_include_pad))
+        self.register_buffer("count", self.pool(F.pad(counted, (0, over_w, 0, over_h))), persistent=False)
+
+    def forward(self, x):
+        return self.pool(self.pad(x)) / self.count
+
+
+# One translation per layer type, (layer, input shape) -> torch module, as onnx2torch's converters.
+
+def _conv(layer, in_shape):
+    (top, bottom), (left, right) = layer.pads
+    conv = dict(in_channels=in_shape[1], out_channels=layer.out_channels, kernel_size=layer.kernel_hw,
+                stride=layer.stride_hw, bias=layer.bias)
+    if top == bottom and left == right:
+        return nn.Conv2d(**conv, padding=(top, left))
+    # nn.Conv2d pads both sides of an axis alike: per-side pads are a ZeroPad2d before it
+    return nn.Sequential(nn.ZeroPad2d((left, right, top, bottom)), nn.Conv2d(**conv))
+
+
+def _pool(layer, in_shape):
+    (top, bottom), (left, right) = layer.pads
+    kernel, stride = layer.size_hw, layer.stride_hw
+    if top == bottom and left == right:  # torch's ceil_mode and divisors are the spec's; its max pads with -inf
+        if layer.kind == "max":
+            return nn.MaxPool2d(kernel, stride, (top, left), ceil_mode=layer.ceil_mode)
+        return nn.AvgPool2d(kernel, stride, (top, left), ceil_mode=layer.ceil_mode,
+                            count_include_pad=layer.count_include_pad)
+    if layer.kind == "max":  # per-side pads and ceil_mode's overhang as -inf, which never wins
+        over_h, over_w = ceil_overhang(layer, in_shape[2:])
+        return nn.Sequential(nn.ConstantPad2d((left, right + over_w, top, bottom + over_h), -math.inf),
+                             nn.MaxPool2d(kernel, stride))
+    return CountedAvgPool2d(layer, in_shape[2:])
+
+
+def _batchnorm(layer, in_shape):
+    # torch's momentum weights the new batch: 1 - the neutral momentum
+    norm = BatchNorm2dBiasedRunningVar if len(in_shape) == 4 else BatchNorm1dBiasedRunningVar
+    return norm(in_shape[1], eps=layer.eps, momentum=1.0 - layer.momentum)
+
+
+_TRANSLATIONS = {
+    Conv2D: _conv,
+    Pool2D: _pool,
+    Activation: lambda layer, in_shape: _ACTIVATIONS[layer.fn](),
+    Flatten: lambda layer, in_shape: nn.Flatten(),
+    Dense: lambda layer, in_shape: nn.Linear(in_shape[1], layer.units),
+    BatchNorm: _batchnorm,
+}
+
+
 def version() -> str:
     return torch.__version__
 
@@ -48,23 +112,10 @@ def version() -> str:
 def build(spec):
     layers = OrderedDict()
     for name, layer, in_shape, _ in layer_table(spec):
-        if isinstance(layer, Conv2D):
-            layers[name] = nn.Conv2d(in_shape[1], layer.out_channels, layer.kernel,
-                                     stride=layer.stride, padding=layer.padding)
-        elif isinstance(layer, Pool2D):
-            layers[name] = _POOLS[layer.kind](kernel_size=layer.size, stride=layer.stride)
-        elif isinstance(layer, Activation):
-            layers[name] = _ACTIVATIONS[layer.fn]()
-        elif isinstance(layer, Flatten):
-            layers[name] = nn.Flatten()
-        elif isinstance(layer, Dense):
-            layers[name] = nn.Linear(in_shape[1], layer.units)
-        elif isinstance(layer, BatchNorm):
-            # torch's momentum weights the new batch: 1 - the neutral momentum
-            norm = BatchNorm2dBiasedRunningVar if len(in_shape) == 4 else BatchNorm1dBiasedRunningVar
-            layers[name] = norm(in_shape[1], eps=layer.eps, momentum=1.0 - layer.momentum)
-        else:
+        translate = _TRANSLATIONS.get(type(layer))
+        if translate is None:
             raise unsupported_layer(NAME, name, layer)
+        layers[name] = translate(layer, in_shape)
     return nn.Sequential(layers)
 
 
@@ -72,8 +123,11 @@ def _tensors(model, spec):
     """(key, tensor) for every neutral array; torch's names and layouts are the neutral ones:
     conv (out, in, kh, kw), Linear (out, in), BatchNorm weight/bias/running_mean/running_var."""
     for key in param_shapes(spec):
-        layer, attr = key.split(".")
-        yield key, getattr(model.get_submodule(layer), attr)
+        name, attr = key.split(".")
+        module = model.get_submodule(name)
+        if isinstance(module, nn.Sequential):  # a padding layer, then the conv
+            module = module[-1]
+        yield key, getattr(module, attr)
 
 
 def set_weights(model, spec, weights):
@@ -102,25 +156,34 @@ def layer_outputs(model, spec, x):
     return outputs
 
 
-def loss_and_grads(model, spec, x, y):
+_LOSSES = {
+    "cross_entropy": lambda out, y: F.cross_entropy(out, y.long()),  # the batch mean
+    "squared_error": lambda out, y: F.mse_loss(out, y, reduction="sum"),  # d2l's ((Y_hat - Y) ** 2).sum()
+}
+
+
+def loss_and_grads(model, spec, x, y, loss):
     model.train()
     model.zero_grad()
-    loss = F.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y).long())
-    loss.backward()
-    return loss.item(), {k: p.grad.numpy().copy() for k, p in model.named_parameters()}
+    value = _LOSSES[loss](model(torch.from_numpy(x)), torch.from_numpy(y))
+    value.backward()
+    return value.item(), {key: t.grad.numpy().copy() for key, t in _tensors(model, spec) if not is_state(key)}
 
 
-def trainer(model, spec, lr, compiled):
+def trainer(model, spec, lr, compiled, loss):
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    objective = _LOSSES[loss]
 
     def step(x, y):
         model.train()
-        labels = torch.from_numpy(y).long()
+        target = torch.from_numpy(y)
         optimizer.zero_grad()
-        logits = model(torch.from_numpy(x))
-        loss = F.cross_entropy(logits, labels)
-        loss.backward()
+        out = model(torch.from_numpy(x))
+        value = objective(out, target)
+        value.backward()
         optimizer.step()
-        return loss.item(), int((logits.argmax(dim=1) == labels).sum())
+        if loss == "squared_error":  # targets, not labels: no predictions to count
+            return value.item(), 0
+        return value.item(), int((out.argmax(dim=1) == target).sum())
 
     return step

@@ -26,6 +26,8 @@ Step = Callable[[np.ndarray, np.ndarray], tuple[float, int]]
 
 INFERENCE = "inference"
 TRAINING = "training"
+LOSSES = ("cross_entropy", "squared_error")
+"""The losses ``loss_and_grads`` and ``trainer`` take by name (see their docstrings)."""
 
 
 @runtime_checkable
@@ -75,17 +77,23 @@ class Adapter(Protocol):
         the neutral layout (NCHW or (N, features)). ``layer_shapes`` and ``polylenet diff`` read
         the model through it."""
 
-    def loss_and_grads(self, model: Any, spec: Spec, x: np.ndarray, y: np.ndarray) -> tuple[float, Weights]:
-        """Training mode on one batch: the mean softmax cross-entropy of the logits against int32
-        labels ``y`` (N,), and its gradient for every trainable key (not the running statistics),
-        neutral layout. Updates the running statistics, as a training forward pass does; leaves
-        the parameters alone."""
+    def loss_and_grads(self, model: Any, spec: Spec, x: np.ndarray, y: np.ndarray,
+                       loss: str) -> tuple[float, Weights]:
+        """Training mode on one batch: the loss named ``loss`` (one of :data:`LOSSES`) of the
+        output against ``y``, and its gradient for every trainable key (not the running
+        statistics), neutral layout. ``"cross_entropy"``: the mean softmax cross-entropy of the
+        logits against int32 labels ``y`` (N,). ``"squared_error"``: the sum over every element
+        of ``(output - y) ** 2`` against float32 targets ``y`` of the output's shape
+        (N, num_classes), as d2l's conv-layer section (``l.sum().backward()``). Updates the
+        running statistics, as a training forward pass does; leaves the parameters alone."""
 
-    def trainer(self, model: Any, spec: Spec, lr: float, compiled: bool) -> Step:
-        """``step(x, y) -> (mean loss, correct predictions)``: one minibatch SGD step
-        (``w -= lr * grad``) in training mode with the framework's own optimizer, counting the
-        predictions the loss was computed on. ``compiled`` picks the framework's compiled step
-        where it has one; ``compiled=False`` must run every op eagerly."""
+    def trainer(self, model: Any, spec: Spec, lr: float, compiled: bool, loss: str) -> Step:
+        """``step(x, y) -> (loss, correct predictions)``: one minibatch SGD step
+        (``w -= lr * grad``) in training mode with the framework's own optimizer, on the loss
+        named ``loss`` with ``y`` as ``loss_and_grads`` takes them. For ``"cross_entropy"`` it
+        counts the predictions the loss was computed on; for ``"squared_error"`` (targets, not
+        labels) it returns ``(loss, 0)``. ``compiled`` picks the framework's compiled step where
+        it has one; ``compiled=False`` must run every op eagerly."""
 
 
 INFERENCE_FUNCTIONS = ("version", "build", "set_weights", "get_weights", "forward", "layer_outputs")

@@ -8,8 +8,8 @@ from typing import Any, Callable, Mapping, Optional, Union
 
 import numpy as np
 
-from polylenet.adapter import TRAINING
-from polylenet.errors import BackendError
+from polylenet.adapter import LOSSES, TRAINING
+from polylenet.errors import BackendError, ConfigError
 from polylenet.registry import get_backend, resolve_name
 from polylenet.shapes import Shape
 from polylenet.spec import Spec
@@ -115,21 +115,61 @@ def layer_shapes(model: Any) -> list[tuple[str, Shape]]:
             for name, out in layer_outputs(model, np.zeros((1, *spec.input_shape), np.float32))]
 
 
-def loss_and_grads(model: Any, x: np.ndarray, y: np.ndarray) -> tuple[float, Weights]:
-    """Mean cross-entropy of one batch and its gradients as neutral arrays, in training mode: no
-    parameter changes, but batchnorm's running statistics are updated as by a training step."""
+def _loss(loss: str) -> str:
+    if not isinstance(loss, str) or loss not in LOSSES:
+        raise ConfigError(f"unknown loss {loss!r}; use one of {list(LOSSES)}")
+    return loss
+
+
+def _targets(spec: Spec, loss: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``y`` as the adapter takes it: int32 labels (N,) for cross_entropy, float32 targets
+    (N, num_classes) for squared_error."""
+    y = np.asarray(y)
+    n = x.shape[0]
+    if loss == "squared_error":
+        if y.dtype == bool or not np.issubdtype(y.dtype, np.number) or y.shape != (n, spec.num_classes):
+            raise ValueError(f"loss 'squared_error' needs float32 targets of the output's shape "
+                             f"(N, num_classes) = ({n}, {spec.num_classes}), got {y.dtype} of shape {y.shape}")
+        return np.ascontiguousarray(y, dtype=np.float32)
+    if y.dtype == bool or not np.issubdtype(y.dtype, np.integer) or y.shape != (n,):
+        raise ValueError(f"loss 'cross_entropy' needs integer class labels of shape (N,) = ({n},), got "
+                         f"{y.dtype} of shape {y.shape} (for float targets of shape (N, num_classes) use "
+                         "loss='squared_error')")
+    if n and (y.min() < 0 or y.max() >= spec.num_classes):
+        raise ValueError(f"class labels must lie in [0, {spec.num_classes}), got {y.min()} .. {y.max()}")
+    return np.ascontiguousarray(y, dtype=np.int32)
+
+
+def loss_and_grads(model: Any, x: np.ndarray, y: np.ndarray, loss: str = "cross_entropy") -> tuple[float, Weights]:
+    """One batch's loss and its gradients as neutral arrays, in training mode: no parameter
+    changes, but batchnorm's running statistics are updated as by a training step.
+
+    ``loss`` is one of :data:`polylenet.adapter.LOSSES`: ``"cross_entropy"`` (the mean softmax
+    cross-entropy, ``y`` int class labels (N,)) or ``"squared_error"`` (the sum over every
+    element of ``(output - y) ** 2``, ``y`` float targets (N, num_classes), as d2l's conv-layer
+    section)."""
     adapter, spec = _trainable(model)
-    return adapter.loss_and_grads(model, spec, _batch(spec, x), np.asarray(y, np.int32))
+    loss = _loss(loss)
+    x = _batch(spec, x)
+    return adapter.loss_and_grads(model, spec, x, _targets(spec, loss, x, y), loss)
 
 
-def trainer(model: Any, lr: float, compiled: bool = True) -> Callable[[np.ndarray, np.ndarray], tuple[float, int]]:
+def trainer(model: Any, lr: float, compiled: bool = True,
+            loss: str = "cross_entropy") -> Callable[[np.ndarray, np.ndarray], tuple[float, int]]:
     """A minibatch SGD step with the framework's own optimizer.
 
-    ``step(x, y) -> (mean loss, number of correct predictions)`` for the batch, as d2l's
+    ``step(x, y) -> (loss, number of correct predictions)`` for the batch, as d2l's
     ``train_ch6`` accumulates them; the predictions are those the step computed its loss on.
-    ``compiled`` uses the framework's compiled step where it is faster (``tf.function``, Gluon
-    ``hybridize``); ``compiled=False`` keeps every op eager, for debugging.
+    ``loss`` and ``y`` as :func:`loss_and_grads`; with ``"squared_error"`` the count is 0 (its
+    targets are not labels). ``compiled`` uses the framework's compiled step where it is faster
+    (``tf.function``, Gluon ``hybridize``); ``compiled=False`` keeps every op eager, for debugging.
     """
     adapter, spec = _trainable(model)
-    step = adapter.trainer(model, spec, lr, compiled)
-    return lambda x, y: step(_batch(spec, x), np.asarray(y, np.int32))
+    loss = _loss(loss)
+    step = adapter.trainer(model, spec, lr, compiled, loss)
+
+    def checked(x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
+        x = _batch(spec, x)
+        return step(x, _targets(spec, loss, x, y))
+
+    return checked

@@ -7,7 +7,7 @@ shape it receives and returns what it produces, raising :class:`SpecError` namin
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Union
 
 from polylenet.errors import SpecError
@@ -40,38 +40,185 @@ def _spatial(where: str, shape: Shape, out: Shape) -> Shape:
     return out
 
 
+Pair = tuple[int, int]
+Pads = tuple[Pair, Pair]  # ((top, bottom), (left, right))
+PADDING_MODES = ("same", "valid")
+
+
+def _freeze(value: object) -> object:
+    """JSON lists as tuples (nested too), so equal layers compare and hash equal."""
+    return tuple(_freeze(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def _int(value: object, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def as_pair(where: str, key: str, value: object) -> Pair:
+    """An int or an (h, w) pair of positive integers as (h, w)."""
+    pair = (value, value) if not isinstance(value, tuple) else value
+    if len(pair) != 2 or not all(_int(v, 1) for v in pair):
+        raise SpecError(f"{where}: {key} must be a positive integer or a pair of them [h, w], got {value!r}")
+    return pair
+
+
+def as_pads(where: str, value: object) -> Pads:
+    """Padding as ((top, bottom), (left, right)): an int p (every side), a pair (ph, pw) (both
+    sides of an axis), or per side ((top, bottom), (left, right)); non-negative integers."""
+    def bad() -> SpecError:
+        return SpecError(f"{where}: padding must be a non-negative integer p, a pair [ph, pw], per side "
+                         f"[[top, bottom], [left, right]], or one of {list(PADDING_MODES)}; got {value!r}")
+    if _int(value, 0):
+        return ((value, value), (value, value))
+    if not isinstance(value, tuple) or len(value) != 2:
+        raise bad()
+    if all(_int(v, 0) for v in value):
+        return ((value[0], value[0]), (value[1], value[1]))
+    if all(isinstance(v, tuple) and len(v) == 2 and all(_int(p, 0) for p in v) for v in value):
+        return value
+    raise bad()
+
+
+def same_pads(in_hw: Pair, kernel: Pair, stride: Pair) -> Pads:
+    """TensorFlow's ``padding="same"``: output ceil(in / stride); the total padding split with the
+    odd row/column at the bottom/right (the opposite of d2l's even-kernel rule)."""
+    pads = []
+    for size, k, s in zip(in_hw, kernel, stride):
+        total = max((-(-size // s) - 1) * s + k - size, 0)
+        pads.append((total // 2, total - total // 2))
+    return tuple(pads)
+
+
+def _padding_mode(where: str, padding: object) -> None:
+    if isinstance(padding, str) and padding not in PADDING_MODES:
+        raise SpecError(f"{where}: padding {padding!r} is not a padding mode; use one of {list(PADDING_MODES)} "
+                        "or explicit pads")
+
+
 @dataclass(frozen=True)
 class Conv2D:
+    """A 2-D cross-correlation (d2l's conv-layer chapter): ``kernel`` and ``stride`` an int or
+    (h, w); ``padding`` an int, (ph, pw), per side ((top, bottom), (left, right)), or Keras's
+    ``"same"``/``"valid"``, which a :class:`~polylenet.spec.Spec` resolves into explicit pads for
+    its input size; ``bias=False`` for a bias-free convolution."""
+
     out_channels: int
-    kernel: int
-    stride: int = 1
-    padding: int = 0
+    kernel: Union[int, Pair]
+    stride: Union[int, Pair] = 1
+    padding: Union[int, Pair, Pads, str] = 0
+    bias: bool = True
     type: str = field(default="conv2d", init=False)
 
+    def __post_init__(self) -> None:
+        for key in ("kernel", "stride", "padding"):
+            object.__setattr__(self, key, _freeze(getattr(self, key)))
+
+    @property
+    def kernel_hw(self) -> Pair:
+        return as_pair("conv2d", "kernel", self.kernel)
+
+    @property
+    def stride_hw(self) -> Pair:
+        return as_pair("conv2d", "stride", self.stride)
+
+    @property
+    def pads(self) -> Pads:
+        """((top, bottom), (left, right)); a padding mode must have been resolved first."""
+        return as_pads("conv2d", self.padding)
+
+    def resolved(self, where: str, shape: Shape) -> "Conv2D":
+        """This layer with ``"same"``/``"valid"`` replaced by the explicit pads for ``shape``."""
+        _padding_mode(where, self.padding)
+        if not isinstance(self.padding, str):
+            return self
+        _needs_nchw(where, "conv2d", shape)
+        kernel, stride = as_pair(where, "kernel", self.kernel), as_pair(where, "stride", self.stride)
+        pads = same_pads(shape[2:], kernel, stride) if self.padding == "same" else ((0, 0), (0, 0))
+        return replace(self, padding=pads)
+
     def output_shape(self, where: str, shape: Shape) -> Shape:
-        _positive(where, out_channels=self.out_channels, kernel=self.kernel, stride=self.stride)
-        if isinstance(self.padding, bool) or not isinstance(self.padding, int) or self.padding < 0:
-            raise SpecError(f"{where}: padding must be a non-negative integer, got {self.padding!r}")
+        _positive(where, out_channels=self.out_channels)
+        kernel, stride = as_pair(where, "kernel", self.kernel), as_pair(where, "stride", self.stride)
+        _padding_mode(where, self.padding)
+        pads = as_pads(where, self.resolved(where, shape).padding)
+        if not isinstance(self.bias, bool):
+            raise SpecError(f"{where}: bias must be true or false, got {self.bias!r}")
         _needs_nchw(where, "conv2d", shape)
         n, _, h, w = shape
-        size = [(d + 2 * self.padding - self.kernel) // self.stride + 1 for d in (h, w)]
+        size = [(d + sum(p) - k) // s + 1 for d, p, k, s in zip((h, w), pads, kernel, stride)]
         return _spatial(where, shape, (n, self.out_channels, *size))
+
+
+def pool_output_size(size: int, pads: Pair, kernel: int, stride: int, ceil_mode: bool) -> int:
+    """PyTorch's rule: with ``ceil_mode`` the last window may overhang the padded input, but must
+    start inside the input or its top/left padding."""
+    span = size + sum(pads) - kernel
+    out = (-(-span // stride) if ceil_mode else span // stride) + 1
+    if ceil_mode and (out - 1) * stride >= size + pads[0]:
+        out -= 1
+    return out
 
 
 @dataclass(frozen=True)
 class Pool2D:
+    """Max or average pooling (d2l's pooling chapter): ``size`` and ``stride`` an int or (h, w)
+    (``stride`` defaults to the size, as ``nn.MaxPool2d(3)``), ``padding`` as :class:`Conv2D`'s
+    (padded positions never win a max), ``ceil_mode`` (PyTorch's rule), and for ``avg``
+    ``count_include_pad``: True (PyTorch's and MXNet's default) divides by the window size
+    including the explicit pads, False by the input positions in the window alone."""
+
     kind: str
-    size: int
-    stride: int
+    size: Union[int, Pair]
+    stride: Union[int, Pair, None] = None
+    padding: Union[int, Pair, Pads, str] = 0
+    ceil_mode: bool = False
+    count_include_pad: bool = True
     type: str = field(default="pool2d", init=False)
+
+    def __post_init__(self) -> None:
+        for key in ("size", "stride", "padding"):
+            object.__setattr__(self, key, _freeze(getattr(self, key)))
+        if self.stride is None:
+            object.__setattr__(self, "stride", self.size)
+
+    @property
+    def size_hw(self) -> Pair:
+        return as_pair("pool2d", "size", self.size)
+
+    @property
+    def stride_hw(self) -> Pair:
+        return as_pair("pool2d", "stride", self.stride)
+
+    @property
+    def pads(self) -> Pads:
+        return as_pads("pool2d", self.padding)
+
+    def resolved(self, where: str, shape: Shape) -> "Pool2D":
+        _padding_mode(where, self.padding)
+        if not isinstance(self.padding, str):
+            return self
+        _needs_nchw(where, "pool2d", shape)
+        size, stride = as_pair(where, "size", self.size), as_pair(where, "stride", self.stride)
+        pads = same_pads(shape[2:], size, stride) if self.padding == "same" else ((0, 0), (0, 0))
+        return replace(self, padding=pads)
 
     def output_shape(self, where: str, shape: Shape) -> Shape:
         if self.kind not in POOL_KINDS:
             raise SpecError(f"{where}: unknown pooling kind {self.kind!r}; use one of {list(POOL_KINDS)}")
-        _positive(where, size=self.size, stride=self.stride)
+        size, stride = as_pair(where, "size", self.size), as_pair(where, "stride", self.stride)
+        _padding_mode(where, self.padding)
+        pads = as_pads(where, self.resolved(where, shape).padding)
+        for key in ("ceil_mode", "count_include_pad"):
+            if not isinstance(getattr(self, key), bool):
+                raise SpecError(f"{where}: {key} must be true or false, got {getattr(self, key)!r}")
+        for axis, (p, k) in zip("hw", zip(pads, size)):
+            if max(p) > k // 2:
+                raise SpecError(f"{where}: padding {p} on axis {axis} is more than half the window "
+                                f"({k}), so a window could hold padding alone; pad at most {k // 2} per side")
         _needs_nchw(where, "pool2d", shape)
         n, c, h, w = shape
-        return _spatial(where, shape, (n, c, *[(d - self.size) // self.stride + 1 for d in (h, w)]))
+        out = [pool_output_size(d, p, k, s, self.ceil_mode) for d, p, k, s in zip((h, w), pads, size, stride)]
+        return _spatial(where, shape, (n, c, *out))
 
 
 @dataclass(frozen=True)
@@ -136,12 +283,21 @@ PREFIX = {"conv2d": "conv", "pool2d": "pool", "activation": "act", "flatten": "f
           "dense": "dense", "batchnorm": "bn"}
 
 
-def conv2d(out_channels: int, kernel: int, stride: int = 1, padding: int = 0) -> Conv2D:
-    return Conv2D(out_channels, kernel, stride, padding)
+def conv2d(out_channels: int, kernel: Union[int, Pair], stride: Union[int, Pair] = 1,
+           padding: Union[int, Pair, Pads, str] = 0, bias: bool = True) -> Conv2D:
+    """>>> conv2d(6, (5, 3), padding=(2, 1)).pads
+    ((2, 2), (1, 1))
+    """
+    return Conv2D(out_channels, kernel, stride, padding, bias)
 
 
-def pool2d(kind: str, size: int, stride: int | None = None) -> Pool2D:
-    return Pool2D(kind, size, size if stride is None else stride)
+def pool2d(kind: str, size: Union[int, Pair], stride: Union[int, Pair, None] = None,
+           padding: Union[int, Pair, Pads, str] = 0, ceil_mode: bool = False,
+           count_include_pad: bool = True) -> Pool2D:
+    """>>> pool2d("max", 3, 2, padding=1).stride_hw
+    (2, 2)
+    """
+    return Pool2D(kind, size, stride, padding, ceil_mode, count_include_pad)
 
 
 def activation(fn: str) -> Activation:
@@ -163,7 +319,7 @@ def batchnorm(momentum: float = 0.9, eps: float = 1e-5) -> BatchNorm:
 def parameter_count(layer: Layer, in_shape: Shape) -> int:
     """How many numbers the layer's neutral arrays hold (batchnorm's running statistics included)."""
     if isinstance(layer, Conv2D):
-        return layer.out_channels * (in_shape[1] * layer.kernel * layer.kernel + 1)
+        return layer.out_channels * (in_shape[1] * math.prod(layer.kernel_hw) + layer.bias)
     if isinstance(layer, Dense):
         return layer.units * (in_shape[1] + 1)
     if isinstance(layer, BatchNorm):

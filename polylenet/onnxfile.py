@@ -18,14 +18,27 @@ neutral names. ``batchnorm`` is exported in inference mode (its running statisti
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 
 from polylenet.atomic import atomic_write
-from polylenet.errors import BackendUnavailable, OnnxError
-from polylenet.layers import Activation, BatchNorm, Conv2D, Dense, Flatten, Pool2D, unsupported_layer
+from polylenet.errors import BackendUnavailable, OnnxError, SpecError
+from polylenet.layers import (
+    Activation,
+    BatchNorm,
+    Conv2D,
+    Dense,
+    Flatten,
+    Pads,
+    Pair,
+    Pool2D,
+    pool_output_size,
+    same_pads,
+    unsupported_layer,
+)
 from polylenet.spec import Spec
 from polylenet.specfile import load_spec
 from polylenet.weights import Weights, check_weights, init_weights
@@ -56,6 +69,51 @@ def _onnx():
 
 # ---------------------------------------------------------------------------------------- export
 
+def _onnx_pads(layer: Union[Conv2D, Pool2D]) -> list[int]:
+    """ONNX's pads order: every axis's begin, then every axis's end."""
+    (top, bottom), (left, right) = layer.pads
+    return [top, left, bottom, right]
+
+
+def _conv(helper: Any, layer: Conv2D, name: str, inputs: list[str], output: str) -> Any:
+    # a bias-free conv has no "<name>.bias" weight, so no third input
+    return helper.make_node("Conv", inputs, [output], name, kernel_shape=list(layer.kernel_hw),
+                            strides=list(layer.stride_hw), pads=_onnx_pads(layer))
+
+
+def _pool(helper: Any, layer: Pool2D, name: str, inputs: list[str], output: str) -> Any:
+    # ONNX Runtime 1.31 computes the oracle's padding, ceil_mode and divisor rules as they are
+    # (measured on 4,140 configurations: test_onnx.py::test_onnxruntime_pools_as_the_oracle)
+    attrs = dict(kernel_shape=list(layer.size_hw), strides=list(layer.stride_hw), pads=_onnx_pads(layer),
+                 ceil_mode=int(layer.ceil_mode))
+    if layer.kind == "avg":
+        attrs["count_include_pad"] = int(layer.count_include_pad)
+    return helper.make_node(_POOLS[layer.kind], inputs, [output], name, **attrs)
+
+
+def _activation(helper: Any, layer: Activation, name: str, inputs: list[str], output: str) -> Any:
+    return helper.make_node(_ACTIVATIONS[layer.fn], inputs, [output], name)
+
+
+def _flatten(helper: Any, layer: Flatten, name: str, inputs: list[str], output: str) -> Any:
+    return helper.make_node("Flatten", inputs, [output], name, axis=1)
+
+
+def _dense(helper: Any, layer: Dense, name: str, inputs: list[str], output: str) -> Any:
+    return helper.make_node("Gemm", inputs, [output], name, transB=1)  # neutral (out, in) is B with transB=1
+
+
+def _batchnorm(helper: Any, layer: BatchNorm, name: str, inputs: list[str], output: str) -> Any:
+    # inference mode: normalizes with the running statistics
+    return helper.make_node("BatchNormalization", inputs, [output], name, epsilon=layer.eps, momentum=layer.momentum)
+
+
+# layer type -> its node: helper(onnx.helper, layer, name, [activation input, *weight names], output)
+NODES = {Conv2D: _conv, Pool2D: _pool, Activation: _activation, Flatten: _flatten, Dense: _dense,
+         BatchNorm: _batchnorm}
+_PARAMS = ("weight", "bias", "running_mean", "running_var")
+
+
 def to_onnx(spec: Spec, weights: Mapping[str, np.ndarray], backend: str = "onnx") -> Any:
     """The ``onnx.ModelProto`` of ``spec`` with neutral ``weights`` (checked against the spec);
     ``backend`` names the caller in the error for a layer type ONNX export has no node for."""
@@ -66,27 +124,11 @@ def to_onnx(spec: Spec, weights: Mapping[str, np.ndarray], backend: str = "onnx"
     nodes, inputs = [], INPUT
     names = spec.layer_names()
     for index, (name, layer) in enumerate(spec.named_layers()):
-        output = OUTPUT if index == len(names) - 1 else name
-        params = [f"{name}.{attr}" for attr in ("weight", "bias", "running_mean", "running_var")
-                  if f"{name}.{attr}" in weights]
-        if isinstance(layer, Conv2D):
-            attrs = dict(kernel_shape=[layer.kernel] * 2, strides=[layer.stride] * 2, pads=[layer.padding] * 4)
-            node = helper.make_node("Conv", [inputs, *params], [output], name, **attrs)
-        elif isinstance(layer, Pool2D):
-            attrs = dict(kernel_shape=[layer.size] * 2, strides=[layer.stride] * 2, pads=[0] * 4)
-            node = helper.make_node(_POOLS[layer.kind], [inputs], [output], name, **attrs)
-        elif isinstance(layer, Activation):
-            node = helper.make_node(_ACTIVATIONS[layer.fn], [inputs], [output], name)
-        elif isinstance(layer, Flatten):
-            node = helper.make_node("Flatten", [inputs], [output], name, axis=1)
-        elif isinstance(layer, Dense):  # neutral (out, in) is Gemm's B with transB=1
-            node = helper.make_node("Gemm", [inputs, *params], [output], name, transB=1)
-        elif isinstance(layer, BatchNorm):  # inference mode: normalizes with the running statistics
-            node = helper.make_node("BatchNormalization", [inputs, *params], [output], name,
-                                    epsilon=layer.eps, momentum=layer.momentum)
-        else:
+        if type(layer) not in NODES:
             raise unsupported_layer(backend, name, layer)
-        nodes.append(node)
+        output = OUTPUT if index == len(names) - 1 else name
+        params = [f"{name}.{attr}" for attr in _PARAMS if f"{name}.{attr}" in weights]
+        nodes.append(NODES[type(layer)](helper, layer, name, [inputs, *params], output))
         inputs = output
     graph = helper.make_graph(
         nodes, spec.name,
@@ -127,6 +169,24 @@ def export_onnx(model_or_spec: Any, path: Union[str, os.PathLike],
 
 # ---------------------------------------------------------------------------------------- import
 
+def _data_inputs(node: Any) -> list[str]:
+    """The inputs whose values a node reads: CastLike reads only the type of its second."""
+    return list(node.input[:1] if node.op_type == "CastLike" else node.input)
+
+
+def _short(pair: Pair) -> Union[int, Pair]:
+    """(k, k) as k: the form a spec writes a square kernel or stride in."""
+    return pair[0] if pair[0] == pair[1] else pair
+
+
+def _short_pads(pads: Pads) -> Union[int, Pair, Pads]:
+    """Per-side pads in the shortest form a spec writes them: p, (ph, pw), or per side."""
+    (top, bottom), (left, right) = pads
+    if top == bottom and left == right:
+        return _short((top, left))
+    return pads
+
+
 class _Reader:
     """Walks the activation path of a graph from its input to its output, one node at a time,
     turning each node into a layer; anything that would change the model is an error."""
@@ -139,6 +199,7 @@ class _Reader:
         for node in self.graph.node:
             if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
                 self.constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+        self.stored = set(self.constants)  # initializers and Constant nodes: what the file holds
         self.producers = {output: node for node in self.graph.node for output in node.output}
         self.layers: list = []
         self.params: list[dict[str, np.ndarray]] = []
@@ -146,6 +207,7 @@ class _Reader:
         self.flatten_order: Optional[tuple[int, int, int]] = None  # (C, H, W) of an HWC-order flatten
         self.shape: tuple[int, ...] = ()
         self.biased = True  # whether the last conv or dense layer has its bias (else an Add may follow)
+        self.padded: Optional[tuple[Any, Pads, float]] = None  # a Pad node waiting for its conv or pool
 
     def fail(self, node: Any, problem: str) -> OnnxError:
         return OnnxError(f"{self.source}: node {node.name or '(unnamed)'!r} ({node.op_type}): {problem}; "
@@ -184,8 +246,28 @@ class _Reader:
             seen.add(tensor)
             if tensor not in producers:  # the graph input (or a tensor nothing makes)
                 return True
-            pending.extend(producers[tensor].input)
+            pending.extend(_data_inputs(producers[tensor]))
         return False
+
+    def broadcast_zero(self, name: str) -> bool:
+        """Whether tensor ``name`` is zeros that the graph computes from no stored array but a
+        scalar: torch.onnx 2.13's stand-in bias of a bias-free conv, Expand(CastLike(0, x), ...)."""
+        pending, seen = [name], set()
+        while pending:
+            tensor = pending.pop()
+            if tensor in seen or not tensor:
+                continue
+            seen.add(tensor)
+            if tensor in self.stored:
+                if tensor == name or self.constants[tensor].size > 1:
+                    return False
+                continue
+            if tensor not in self.producers:  # the graph input
+                return False
+            if self.producers[tensor].op_type != "Shape":  # a shape is no stored number
+                pending.extend(_data_inputs(self.producers[tensor]))
+        value = self.value(name)
+        return value is not None and not value.any()
 
     def input_shape(self) -> tuple[int, int, int]:
         constants = set(self.constants)
@@ -212,23 +294,28 @@ class _Reader:
         if len(outputs) != 1:
             raise OnnxError(f"{self.source}: the graph has {len(outputs)} outputs {outputs}; a LeNet has one")
         while current != outputs[0]:
-            nexts = [n for n in consumers.get(current, []) if n.op_type != "Shape"]
+            nexts = [n for n in consumers.get(current, []) if current in _data_inputs(n) and n.op_type != "Shape"]
             if len(nexts) != 1:
                 raise OnnxError(f"{self.source}: tensor {current!r} feeds {len(nexts)} nodes "
                                 f"({[n.name for n in nexts]}); a LeNet is one chain of layers")
             node = nexts[0]
             current = node.output[0]
             self.node(node)
+        if self.padded is not None:
+            raise self.fail(self.padded[0], "pads the graph's output")
         if self.flatten_order is not None:
             raise OnnxError(f"{self.source}: the graph flattens in (H, W, C) order and no dense layer follows to "
                             "reorder; polylenet flattens in (C, H, W) order")
         input_shape = (dims[2], dims[0], dims[1]) if self.nhwc_input else dims
         return input_shape, self.layers, self.params
 
-    def add(self, layer: Any, params: Optional[dict[str, np.ndarray]] = None) -> None:
+    def add(self, node: Any, layer: Any, params: Optional[dict[str, np.ndarray]] = None) -> None:
+        try:
+            self.shape = layer.output_shape(f"layer {len(self.layers)}", self.shape)
+        except SpecError as exc:  # e.g. a pool pad over half its window, which polylenet's layers refuse
+            raise self.fail(node, str(exc)) from None
         self.layers.append(layer)
         self.params.append(params or {})
-        self.shape = layer.output_shape(f"layer {len(self.layers)}", self.shape)
 
     def node(self, node: Any) -> None:
         op, a = node.op_type, self.attrs(node)
@@ -249,16 +336,21 @@ class _Reader:
             raise self.fail(node, f"perm={perm} is a layout change polylenet cannot undo here")
         if self.flatten_order is not None and op not in ("Flatten", "Reshape", "Gemm", "MatMul", "Add"):
             raise self.fail(self.transposed_at, "an (N, H, W, C) transpose that is not followed by a flatten")
-        if op == "Conv":
+        if self.padded is not None and op not in ("Conv", "MaxPool", "AveragePool"):
+            raise self.fail(self.padded[0], f"pads the input of a {op} node; polylenet pads only a convolution's "
+                            "or a pooling layer's input")
+        if op == "Pad":
+            self.pad(node, a)
+        elif op == "Conv":
             self.conv(node, a)
         elif op in ("MaxPool", "AveragePool"):
             self.pool(node, a)
         elif op in ("Sigmoid", "Relu", "Tanh"):
-            self.add(Activation(op.lower()))
+            self.add(node, Activation(op.lower()))
         elif op == "Flatten":
             if a.get("axis", 1) != 1:
                 raise self.fail(node, f"axis={a['axis']}; polylenet flattens from axis 1")
-            self.flatten()
+            self.flatten(node)
         elif op == "Reshape":
             self.reshape(node)
         elif op in ("Gemm", "MatMul"):
@@ -273,47 +365,127 @@ class _Reader:
                             "has no layer for a bare scale")
         else:
             raise self.fail(node, "no polylenet layer computes this operator (known: Conv, MaxPool, "
-                            "AveragePool, Sigmoid, Relu, Tanh, Flatten, Reshape, Gemm, MatMul+Add, "
-                            "BatchNormalization)")
+                            "AveragePool, Pad before them, Sigmoid, Relu, Tanh, Flatten, Reshape, Gemm, "
+                            "MatMul+Add, BatchNormalization)")
 
-    def square(self, node: Any, a: dict, attr: str, default: int) -> int:
-        values = list(a.get(attr, [default, default]))
-        if len(values) != 2 or values[0] != values[1]:
-            raise self.fail(node, f"{attr}={values}; polylenet layers are square")
-        return int(values[0])
+    def pad(self, node: Any, a: dict) -> None:
+        """A constant Pad of H and W (a framework's padding layer, as nn.ZeroPad2d exports), kept
+        to fold into the conv or pool that follows as its pads."""
+        mode = a.get("mode", b"constant")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        if mode != "constant":
+            raise self.fail(node, f"mode={mode!r}; polylenet pads with a constant (0, or -inf for a max pool)")
+        if self.padded is not None:
+            raise self.fail(node, "a second Pad in a row")
+        if len(self.shape) != 4:
+            raise self.fail(node, f"pads a {self.shape[1:]} input; polylenet pads only NCHW images")
+        given = [len(node.input) > i and bool(node.input[i]) for i in range(4)]  # opset 11+: as inputs
+        pads = self.constant(node, 1, "pads") if given[1] else np.asarray(a.get("pads", []))
+        value = float(self.constant(node, 2, "constant_value").reshape(-1)[0]) if given[2] else a.get("value", 0.0)
+        axes = [int(v) % 4 for v in self.constant(node, 3, "axes").reshape(-1)] if given[3] else [0, 1, 2, 3]
+        pads = [int(v) for v in pads.reshape(-1)]
+        if len(pads) != 2 * len(axes):
+            raise self.fail(node, f"{len(pads)} pads for {len(axes)} axes")
+        begin, end = [0] * 4, [0] * 4
+        for axis, first, last in zip(axes, pads, pads[len(axes):]):
+            begin[axis], end[axis] = first, last
+        if any(begin[:2]) or any(end[:2]) or min(pads) < 0:
+            raise self.fail(node, f"pads={pads}; polylenet pads only H and W, by a non-negative amount")
+        self.padded = (node, ((begin[2], end[2]), (begin[3], end[3])), value)
 
-    def window(self, node: Any, a: dict) -> tuple[int, int, int]:
-        if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID", "NOTSET", "VALID"):
-            raise self.fail(node, f"auto_pad={a['auto_pad']!r}; export with explicit pads")
+    def fold_pad(self, node: Any, pads: Pads, value: float, why: str) -> Pads:
+        """``pads`` plus those of the Pad node before ``node`` (if any), which must pad with ``value``."""
+        if self.padded is None:
+            return pads
+        pad, extra, got = self.padded
+        self.padded = None
+        if got != value:
+            raise self.fail(pad, f"pads with {got} before a {node.op_type}, which {why}")
+        return tuple((a + c, b + d) for (a, b), (c, d) in zip(pads, extra))
+
+    def pair(self, node: Any, a: dict, attr: str, default: Pair) -> Pair:
+        values = tuple(int(v) for v in a.get(attr, default))
+        if len(values) != 2:
+            raise self.fail(node, f"{attr}={list(values)}; polylenet's layers are 2-D")
+        return values
+
+    def pads(self, node: Any, a: dict, kernel: Pair, stride: Pair) -> Pads:
+        """ONNX's [top, left, bottom, right] (or an auto_pad) as ((top, bottom), (left, right))."""
+        auto_pad = a.get("auto_pad", b"NOTSET")
+        auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            if a.get("ceil_mode", 0) or self.padded is not None:
+                with_what = "ceil_mode=1" if a.get("ceil_mode", 0) else "a Pad before it"
+                raise self.fail(node, f"auto_pad={auto_pad} with {with_what}; export with explicit pads")
+            pads = same_pads(self.shape[2:], kernel, stride)  # SAME_UPPER: the odd row/column at the end
+            return pads if auto_pad == "SAME_UPPER" else tuple((end, begin) for begin, end in pads)
+        if auto_pad == "VALID":
+            return ((0, 0), (0, 0))
+        if auto_pad != "NOTSET":
+            raise self.fail(node, f"auto_pad={auto_pad!r} is not an ONNX padding mode")
+        pads = [int(p) for p in a.get("pads", [0, 0, 0, 0])]
+        if len(pads) != 4:
+            raise self.fail(node, f"pads={pads}; polylenet's layers are 2-D")
+        if any(p < 0 for p in pads):
+            raise self.fail(node, f"pads={pads} are negative (a crop); polylenet pads only")
+        top, left, bottom, right = pads
+        return ((top, bottom), (left, right))
+
+    def window(self, node: Any, a: dict, kernel_default: Pair) -> tuple[Pair, Pair, Pads]:
         if any(d != 1 for d in a.get("dilations", [1, 1])):
             raise self.fail(node, f"dilations={list(a['dilations'])}; polylenet has no dilated layers")
-        if a.get("ceil_mode", 0):
-            raise self.fail(node, "ceil_mode=1; polylenet rounds output sizes down")
-        pads = list(a.get("pads", [0, 0, 0, 0]))
-        if len(set(pads)) > 1:
-            raise self.fail(node, f"pads={pads} are asymmetric; polylenet pads every side alike")
-        weight = self.constant(node, 1, "weight") if node.op_type == "Conv" else None
-        kernel = self.square(node, a, "kernel_shape", weight.shape[2] if weight is not None else 0)
-        return kernel, self.square(node, a, "strides", 1), int(pads[0]) if pads else 0
+        kernel = self.pair(node, a, "kernel_shape", kernel_default)
+        stride = self.pair(node, a, "strides", (1, 1))
+        return kernel, stride, self.pads(node, a, kernel, stride)
 
     def conv(self, node: Any, a: dict) -> None:
         if a.get("group", 1) != 1:
             raise self.fail(node, f"group={a['group']}; polylenet has no grouped convolutions")
-        kernel, stride, padding = self.window(node, a)
         weight = self.constant(node, 1, "weight")
-        bias = self.constant(node, 2, "bias") if len(node.input) > 2 else np.zeros(weight.shape[0], np.float32)
-        self.add(Conv2D(weight.shape[0], kernel, stride, padding), {"weight": weight, "bias": bias})
-        self.biased = len(node.input) > 2 and bool(node.input[2])
+        if weight.ndim != 4:
+            raise self.fail(node, f"a {weight.shape} weight; polylenet's convolutions are 2-D")
+        kernel, stride, pads = self.window(node, a, weight.shape[2:])
+        if kernel != weight.shape[2:]:
+            raise self.fail(node, f"kernel_shape={list(kernel)} but a {weight.shape} weight")
+        pads = self.fold_pad(node, pads, 0.0, "pads with zeros")
+        biased = len(node.input) > 2 and bool(node.input[2]) and not self.broadcast_zero(node.input[2])
+        params = {"weight": weight, **({"bias": self.constant(node, 2, "bias")} if biased else {})}
+        self.add(node, Conv2D(weight.shape[0], _short(kernel), _short(stride), _short_pads(pads), biased), params)
+        self.biased = biased
 
     def pool(self, node: Any, a: dict) -> None:
-        size, stride, padding = self.window(node, a)
-        if padding:
-            raise self.fail(node, f"pads={list(a['pads'])}; polylenet's pooling has no padding")
-        self.add(Pool2D("max" if node.op_type == "MaxPool" else "avg", size, stride))
+        if "kernel_shape" not in a:
+            raise self.fail(node, "has no kernel_shape")
+        size, stride, pads = self.window(node, a, (0, 0))
+        kind = "max" if node.op_type == "MaxPool" else "avg"
+        if kind == "max" and len(node.output) > 1 and node.output[1]:
+            raise self.fail(node, "returns the argmax indices too; polylenet's max pool returns the maxima only")
+        if kind == "max" and a.get("storage_order", 0):
+            raise self.fail(node, "storage_order=1 (column-major argmax indices)")
+        ceil_mode = bool(a.get("ceil_mode", 0))
+        # ONNX's count_include_pad defaults to 0; without pads it changes nothing, so polylenet's
+        # default (True) is read there, and a framework's pad-free average pool imports as its spec
+        unpadded = pads == ((0, 0), (0, 0))
+        include_pad = bool(a.get("count_include_pad", int(unpadded))) if kind == "avg" else True
+        if self.padded is not None:
+            extra = self.padded[1]
+            if kind == "avg" and not include_pad and not unpadded:
+                raise self.fail(node, "count_include_pad=0 with pads, after a Pad node: its divisor counts the "
+                                "Pad's zeros but not its own pads, which no polylenet pool does")
+            include_pad = include_pad or kind == "avg"  # the Pad's zeros are input to the pool: counted
+            total = tuple((a + c, b + d) for (a, b), (c, d) in zip(pads, extra))
+            padded_hw = [d + sum(p) for d, p in zip(self.shape[2:], extra)]
+            if ceil_mode and [pool_output_size(d, p, k, s, True) for d, p, k, s in zip(padded_hw, pads, size, stride)] \
+                    != [pool_output_size(d, p, k, s, True) for d, p, k, s in zip(self.shape[2:], total, size, stride)]:
+                raise self.fail(node, "ceil_mode=1 keeps a last window that starts in the Pad's bottom/right rows, "
+                                "which polylenet's ceil_mode drops")
+            pads = self.fold_pad(node, pads, -np.inf if kind == "max" else 0.0,
+                                 "never lets a pad win" if kind == "max" else "averages zeros")
+        self.add(node, Pool2D(kind, _short(size), _short(stride), _short_pads(pads), ceil_mode, include_pad))
 
-    def flatten(self) -> None:
+    def flatten(self, node: Any) -> None:
         if len(self.shape) != 2:
-            self.add(Flatten())
+            self.add(node, Flatten())
 
     def reshape(self, node: Any) -> None:
         computed = self.depends_on_input(node.input[1])
@@ -328,7 +500,7 @@ class _Reader:
         # a computed shape (Keras's Flatten: Shape, Gather, Concat, ...) is evaluated for a batch of 3
         batch = (-1, 0, 3) if computed else (-1, 0, 1)
         if len(self.shape) == 4 and target.size == 2 and target[0] in batch and target[1] in (features, -1):
-            return self.flatten()
+            return self.flatten(node)
         raise self.fail(node, f"reshapes {self.shape[1:]} to {target.tolist()}; "
                         "polylenet reshapes only (N, C, H, W) to (N, C*H*W)")
 
@@ -363,7 +535,7 @@ class _Reader:
         bias = np.zeros(weight.shape[0], np.float32)
         if node.op_type == "Gemm" and len(node.input) > 2 and node.input[2]:
             bias = self.constant(node, 2, "bias").reshape(-1)
-        self.add(Dense(weight.shape[0]), {"weight": np.ascontiguousarray(weight), "bias": bias})
+        self.add(node, Dense(weight.shape[0]), {"weight": np.ascontiguousarray(weight), "bias": bias})
         self.biased = node.op_type == "Gemm" and len(node.input) > 2 and bool(node.input[2])
 
     def bias(self, node: Any) -> None:
@@ -379,6 +551,8 @@ class _Reader:
         if bias.shape not in shapes:
             raise self.fail(node, f"adds a {bias.shape} constant to {self.shape[1:]}; a bias has shape {shapes[0]}")
         self.params[-1]["bias"], self.biased = bias.reshape(-1), True
+        if isinstance(last, Conv2D):
+            self.layers[-1] = replace(last, bias=True)
 
     def batchnorm(self, node: Any, a: dict) -> None:
         if a.get("training_mode", 0):
@@ -386,7 +560,7 @@ class _Reader:
         names = ("weight", "bias", "running_mean", "running_var")
         params = {key: self.constant(node, i + 1, key) for i, key in enumerate(names)}
         eps, momentum = (float(str(np.float32(a.get(k, d)))) for k, d in (("epsilon", 1e-5), ("momentum", 0.9)))
-        self.add(BatchNorm(momentum=momentum, eps=eps), params)
+        self.add(node, BatchNorm(momentum=momentum, eps=eps), params)
 
 
 def from_onnx(model: Any, source: str = "<onnx>", name: Optional[str] = None) -> tuple[Spec, Weights]:
@@ -399,9 +573,10 @@ def from_onnx(model: Any, source: str = "<onnx>", name: Optional[str] = None) ->
         raise OnnxError(f"{source}: not a valid ONNX model: {str(exc).splitlines()[0]}") from None
     reader = _Reader(model, source)
     input_shape, layers, params = reader.read()
-    if not layers or not isinstance(layers[-1], Dense):
-        raise OnnxError(f"{source}: the graph does not end in a dense layer; a LeNet ends in its logits")
-    spec = Spec(name or model.graph.name or "imported", tuple(layers), input_shape, layers[-1].units)
+    if not layers or len(reader.shape) != 2:
+        raise OnnxError(f"{source}: the graph ends with shape {reader.shape}, not (N, classes); a LeNet ends "
+                        "in its logits (a dense layer, or a flatten)")
+    spec = Spec(name or model.graph.name or "imported", tuple(layers), input_shape, reader.shape[1])
     weights = {f"{layer}.{key}": np.ascontiguousarray(value, np.float32)
                for layer, values in zip(spec.layer_names(), params) for key, value in values.items()}
     return spec, check_weights(spec, weights, source)

@@ -11,58 +11,124 @@ from typing import Callable
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from polylenet.layers import Activation, BatchNorm, Conv2D, Dense, Flatten, Pool2D, unsupported_layer
+from polylenet.errors import ConfigError
+from polylenet.layers import (
+    Activation,
+    BatchNorm,
+    Conv2D,
+    Dense,
+    Flatten,
+    Pads,
+    Pair,
+    Pool2D,
+    Shape,
+    pool_output_size,
+    unsupported_layer,
+)
 from polylenet.spec import Spec
 from polylenet.weights import Weights
 
 # ---- one forward and one backward function per layer kind ---------------------------------
 
 
-def _windows(x: np.ndarray, size: int, stride: int) -> np.ndarray:
-    """(N, C, H, W) -> (N, C, OH, OW, size, size) views of every window."""
-    return sliding_window_view(x, (size, size), axis=(2, 3))[:, :, ::stride, ::stride]
+def _windows(x: np.ndarray, kernel: Pair, stride: Pair) -> np.ndarray:
+    """(N, C, H, W) -> (N, C, OH, OW, kh, kw) views of every window."""
+    return sliding_window_view(x, kernel, axis=(2, 3))[:, :, ::stride[0], ::stride[1]]
 
 
-def conv_forward(x, w, b, stride, padding):
-    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
-    cols = _windows(xp, w.shape[2], stride)
-    y = np.einsum("nchwij,ocij->nohw", cols, w, optimize=True) + b[None, :, None, None]
-    return y, (x.shape, cols, w, stride, padding)
+def _col2im(part: Callable[[int, int], np.ndarray], padded_shape: Shape, kernel: Pair, stride: Pair,
+            out_hw: Pair) -> np.ndarray:
+    """The adjoint of :func:`_windows`: sum ``part(i, j)`` (N, C, OH, OW), the gradient reaching
+    each window's element (i, j), into an array of ``padded_shape``."""
+    dxp = np.zeros(padded_shape)
+    (sh, sw), (oh, ow) = stride, out_hw
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            dxp[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw] += part(i, j)
+    return dxp
+
+
+def _unpad(xp: np.ndarray, x_shape: Shape, pads: Pads) -> np.ndarray:
+    (top, _), (left, _) = pads
+    return xp[:, :, top:top + x_shape[2], left:left + x_shape[3]]
+
+
+def _pad(x: np.ndarray, pads: Pads, value: float = 0.0) -> np.ndarray:
+    return np.pad(x, ((0, 0), (0, 0), *pads), constant_values=value)
+
+
+def conv_forward(x, w, b, stride: Pair, pads: Pads):
+    """Cross-correlation of NCHW ``x`` with ``w`` (out, in, kh, kw); ``b`` None for no bias."""
+    cols = _windows(_pad(x, pads), w.shape[2:], stride)
+    y = np.einsum("nchwij,ocij->nohw", cols, w, optimize=True)
+    if b is not None:
+        y = y + b[None, :, None, None]
+    return y, (x.shape, cols, w, stride, pads, b is not None)
 
 
 def conv_backward(dy, cache):
-    x_shape, cols, w, stride, padding = cache
-    dw = np.einsum("nohw,nchwij->ocij", dy, cols, optimize=True)
-    db = dy.sum(axis=(0, 2, 3))
-    n, c, h, wd = x_shape
-    dxp = np.zeros((n, c, h + 2 * padding, wd + 2 * padding))
-    oh, ow = dy.shape[2:]
-    for i in range(w.shape[2]):
-        for j in range(w.shape[3]):
-            dxp[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride] += np.einsum(
-                "nohw,oc->nchw", dy, w[:, :, i, j], optimize=True)
-    dx = dxp[:, :, padding:padding + h, padding:padding + wd]
-    return dx, {"weight": dw, "bias": db}
+    x_shape, cols, w, stride, pads, has_bias = cache
+    grads = {"weight": np.einsum("nohw,nchwij->ocij", dy, cols, optimize=True)}
+    if has_bias:
+        grads["bias"] = dy.sum(axis=(0, 2, 3))
+    padded = (*x_shape[:2], x_shape[2] + sum(pads[0]), x_shape[3] + sum(pads[1]))
+    dxp = _col2im(lambda i, j: np.einsum("nohw,oc->nchw", dy, w[:, :, i, j], optimize=True),
+                  padded, w.shape[2:], stride, dy.shape[2:])
+    return _unpad(dxp, x_shape, pads), grads
 
 
-def pool_forward(x, kind, size, stride):
-    win = _windows(x, size, stride)
-    flat = win.reshape(*win.shape[:4], size * size)
-    if kind == "avg":
-        return flat.mean(axis=-1), (x.shape, kind, size, stride, None)
-    argmax = flat.argmax(axis=-1)  # the gradient goes to the first maximum, as in the frameworks
-    return np.take_along_axis(flat, argmax[..., None], -1)[..., 0], (x.shape, kind, size, stride, argmax)
+def _pool_pads(x_shape: Shape, layer: Pool2D) -> tuple[Pads, Pair]:
+    """The explicit pads plus ceil_mode's overhang at the bottom/right, and the output size."""
+    out, pads = [], []
+    for size, p, k, s in zip(x_shape[2:], layer.pads, layer.size_hw, layer.stride_hw):
+        o = pool_output_size(size, p, k, s, layer.ceil_mode)
+        out.append(o)
+        pads.append((p[0], max(p[1], (o - 1) * s + k - size - p[0])))
+    return tuple(pads), tuple(out)
+
+
+def _avg_counts(size: int, pads: Pair, kernel: int, stride: int, out: int, include_pad: bool) -> np.ndarray:
+    """Per output position along one axis, how many positions its window divides by: the window
+    [start, start + k) in padded coordinates, cut at the explicit bottom pad (ceil_mode's overhang
+    never counts); with ``include_pad`` the explicit pads count, without it only the input does."""
+    start = np.arange(out) * stride
+    if include_pad:
+        return np.minimum(start + kernel, size + sum(pads)) - start
+    return np.minimum(start + kernel, pads[0] + size) - np.maximum(start, pads[0])
+
+
+def pool_forward(x, layer: Pool2D):
+    """Max or average pooling of NCHW ``x`` as :class:`~polylenet.layers.Pool2D` states it.
+
+    Max pads with -inf, so neither a pad nor ceil_mode's overhang ever wins; its gradient goes
+    to the first maximum of each window in row-major order (ties: the top-left one), as the
+    frameworks do. Average divides each window's sum by :func:`_avg_counts` along both axes."""
+    kernel, stride = layer.size_hw, layer.stride_hw
+    pads, (oh, ow) = _pool_pads(x.shape, layer)
+    if layer.kind == "max":
+        win = _windows(_pad(x, pads, -np.inf), kernel, stride)[:, :, :oh, :ow]
+        flat = win.reshape(*win.shape[:4], -1)
+        argmax = flat.argmax(axis=-1)
+        y = np.take_along_axis(flat, argmax[..., None], -1)[..., 0]
+        return y, (x.shape, layer, pads, argmax)
+    win = _windows(_pad(x, pads), kernel, stride)[:, :, :oh, :ow]
+    counts = [_avg_counts(size, p, k, s, o, layer.count_include_pad)
+              for size, p, k, s, o in zip(x.shape[2:], layer.pads, kernel, stride, (oh, ow))]
+    divisor = np.outer(*counts)
+    return win.sum(axis=(4, 5)) / divisor, (x.shape, layer, pads, divisor)
 
 
 def pool_backward(dy, cache):
-    x_shape, kind, size, stride, argmax = cache
-    dx = np.zeros(x_shape)
-    oh, ow = dy.shape[2:]
-    for i in range(size):
-        for j in range(size):
-            share = dy / (size * size) if kind == "avg" else dy * (argmax == i * size + j)
-            dx[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride] += share
-    return dx, {}
+    x_shape, layer, pads, extra = cache
+    kernel, stride = layer.size_hw, layer.stride_hw
+    if layer.kind == "max":
+        def part(i, j):
+            return dy * (extra == i * kernel[1] + j)
+    else:
+        def part(i, j):
+            return dy / extra
+    padded = (*x_shape[:2], x_shape[2] + sum(pads[0]), x_shape[3] + sum(pads[1]))
+    return _unpad(_col2im(part, padded, kernel, stride, dy.shape[2:]), x_shape, pads), {}
 
 
 ACTIVATION_FNS: dict[str, tuple[Callable, Callable]] = {
@@ -130,23 +196,88 @@ def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, np.nda
     return float(loss), dlogits / n
 
 
+def squared_error(output: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:
+    """d2l's conv-layer section: the sum over every element of ``(output - targets) ** 2`` and
+    its gradient with respect to the output."""
+    diff = output - targets
+    return float((diff * diff).sum()), 2.0 * diff
+
+
+# loss name -> fn(output, y) -> (loss, d loss / d output); the names of polylenet.adapter.LOSSES
+LOSS_FNS: dict[str, Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]] = {
+    "cross_entropy": cross_entropy,
+    "squared_error": squared_error,
+}
+
+
+def loss_fn(loss: str) -> Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]:
+    try:
+        return LOSS_FNS[loss]
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown loss {loss!r}; use one of {list(LOSS_FNS)}") from None
+
+
+# ---- one translation per layer type ------------------------------------------------------
+# forward(model, name, layer, h, training) -> (output, cache);
+# backward(model, name, layer, dy, cache, training) -> (d input, {param: gradient}).
+
+
+def _conv(model, name, layer, h, training):
+    return conv_forward(h, model._array(name, "weight"), model._array(name, "bias") if layer.bias else None,
+                        layer.stride_hw, layer.pads)
+
+
+def _batchnorm(model, name, layer, h, training):
+    gamma, beta, mean, var = (model._array(name, a) for a in ("weight", "bias", "running_mean", "running_var"))
+    return batchnorm_forward(h, gamma, beta, mean, var, layer.eps, training)
+
+
+def _batchnorm_backward(model, name, layer, dy, cache, training):
+    if training:
+        model._update_running(name, layer.momentum, *cache[-2:])
+    return batchnorm_backward(dy, cache)
+
+
+LAYERS: dict[type, tuple[Callable, Callable]] = {
+    Conv2D: (_conv, lambda model, name, layer, dy, cache, training: conv_backward(dy, cache)),
+    Pool2D: (lambda model, name, layer, h, training: pool_forward(h, layer),
+             lambda model, name, layer, dy, cache, training: pool_backward(dy, cache)),
+    Activation: (lambda model, name, layer, h, training: activation_forward(h, layer.fn),
+                 lambda model, name, layer, dy, cache, training: activation_backward(dy, cache)),
+    # C*H*W order, the neutral flatten
+    Flatten: (lambda model, name, layer, h, training: (h.reshape(h.shape[0], -1), h.shape),
+              lambda model, name, layer, dy, cache, training: (dy.reshape(cache), {})),
+    Dense: (lambda model, name, layer, h, training: dense_forward(h, model._array(name, "weight"),
+                                                                  model._array(name, "bias")),
+            lambda model, name, layer, dy, cache, training: dense_backward(dy, cache)),
+    BatchNorm: (_batchnorm, _batchnorm_backward),
+}
+
+
 # ---- the network -------------------------------------------------------------------------
 
 
 class NumpyLeNet:
-    """A spec interpreted in NumPy: ``model(x)`` gives logits; ``params`` holds neutral weights."""
+    """A spec interpreted in NumPy: ``model(x)`` gives logits; ``params`` holds neutral weights.
 
-    LAYERS = (Conv2D, Pool2D, Activation, Flatten, Dense, BatchNorm)  # what forward_layers interprets
+    Each layer runs through its type's (forward, backward) pair in :data:`LAYERS`; a type
+    missing there raises :func:`~polylenet.layers.unsupported_layer`."""
 
     def __init__(self, spec: Spec, params: Weights):
         for name, layer in spec.named_layers():
-            if not isinstance(layer, self.LAYERS):
-                raise unsupported_layer("numpy", name, layer)
+            self._translation(name, layer)
         self.spec = spec
         self.params = params
 
     def __repr__(self) -> str:
         return f"NumpyLeNet({self.spec.name!r}, {len(self.spec.layers)} layers)"
+
+    @staticmethod
+    def _translation(name: str, layer: object) -> tuple[Callable, Callable]:
+        try:
+            return LAYERS[type(layer)]
+        except KeyError:
+            raise unsupported_layer("numpy", name, layer) from None
 
     def forward_layers(self, x: np.ndarray, training: bool = False) -> tuple[np.ndarray, list]:
         """Run every layer; return the output and, per layer, (name, layer, output, cache).
@@ -156,61 +287,34 @@ class NumpyLeNet:
         trace = []
         h = np.asarray(x, np.float64)
         for name, layer in self.spec.named_layers():
-            if isinstance(layer, Conv2D):
-                w, b = self._param(name)
-                h, cache = conv_forward(h, w, b, layer.stride, layer.padding)
-            elif isinstance(layer, Pool2D):
-                h, cache = pool_forward(h, layer.kind, layer.size, layer.stride)
-            elif isinstance(layer, Activation):
-                h, cache = activation_forward(h, layer.fn)
-            elif isinstance(layer, Flatten):
-                h, cache = h.reshape(h.shape[0], -1), h.shape  # C*H*W order, the neutral flatten
-            elif isinstance(layer, Dense):
-                w, b = self._param(name)
-                h, cache = dense_forward(h, w, b)
-            elif isinstance(layer, BatchNorm):
-                gamma, beta, mean, var = (self.params[f"{name}.{a}"].astype(np.float64)
-                                          for a in ("weight", "bias", "running_mean", "running_var"))
-                h, cache = batchnorm_forward(h, gamma, beta, mean, var, layer.eps, training)
-            else:
-                raise unsupported_layer("numpy", name, layer)
+            h, cache = self._translation(name, layer)[0](self, name, layer, h, training)
             trace.append((name, layer, h, cache))
         return h, trace
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.forward_layers(x)[0].astype(np.float32)
 
-    def loss_and_grads(self, x: np.ndarray, labels: np.ndarray) -> tuple[float, Weights]:
-        """Mean cross-entropy of one batch and its gradients, keyed like the weights."""
-        loss, grads, _ = self.backward(x, labels)
-        return loss, grads
+    def loss_and_grads(self, x: np.ndarray, y: np.ndarray, loss: str = "cross_entropy") -> tuple[float, Weights]:
+        """The batch's loss (:data:`LOSS_FNS`: mean cross-entropy against int labels, or the
+        summed squared error against targets of the output's shape) and its gradients, keyed
+        like the weights."""
+        value, grads, _ = self.backward(x, y, loss=loss)
+        return value, grads
 
-    def backward(self, x: np.ndarray, labels: np.ndarray,
-                 training: bool = True) -> tuple[float, Weights, np.ndarray]:
-        """Loss, gradients and the logits they came from. In training mode (the default, as in
+    def backward(self, x: np.ndarray, y: np.ndarray, training: bool = True,
+                 loss: str = "cross_entropy") -> tuple[float, Weights, np.ndarray]:
+        """Loss, gradients and the output they came from. In training mode (the default, as in
         every framework's training step) batchnorm uses the batch statistics and its running
         statistics are updated in ``params``; ``training=False`` differentiates the evaluation mode."""
-        logits, trace = self.forward_layers(x, training=training)
-        loss, grad = cross_entropy(logits, np.asarray(labels))
+        fn = loss_fn(loss)
+        output, trace = self.forward_layers(x, training=training)
+        value, grad = fn(output, np.asarray(y))
         grads: Weights = {}
         for name, layer, _, cache in reversed(trace):
-            if isinstance(layer, Conv2D):
-                grad, g = conv_backward(grad, cache)
-            elif isinstance(layer, Pool2D):
-                grad, g = pool_backward(grad, cache)
-            elif isinstance(layer, Activation):
-                grad, g = activation_backward(grad, cache)
-            elif isinstance(layer, Flatten):
-                grad, g = grad.reshape(cache), {}
-            elif isinstance(layer, Dense):
-                grad, g = dense_backward(grad, cache)
-            elif isinstance(layer, BatchNorm):
-                grad, g = batchnorm_backward(grad, cache)
-                if training:
-                    self._update_running(name, layer.momentum, *cache[-2:])
-            for key, value in g.items():
-                grads[f"{name}.{key}"] = value.astype(np.float32)
-        return loss, grads, logits
+            grad, g = self._translation(name, layer)[1](self, name, layer, grad, cache, training)
+            for key, array in g.items():
+                grads[f"{name}.{key}"] = array.astype(np.float32)
+        return value, grads, output
 
     def _update_running(self, name: str, momentum: float, batch_mean, batch_var) -> None:
         """``running = momentum * running + (1 - momentum) * batch``, with the biased variance."""
@@ -219,15 +323,16 @@ class NumpyLeNet:
             self.params[key] = (momentum * self.params[key].astype(np.float64)
                                 + (1.0 - momentum) * batch).astype(np.float32)
 
-    def sgd_step(self, x: np.ndarray, labels: np.ndarray, lr: float) -> tuple[float, int]:
+    def sgd_step(self, x: np.ndarray, y: np.ndarray, lr: float, loss: str = "cross_entropy") -> tuple[float, int]:
         """One minibatch SGD step (``w -= lr * grad``, in float32 like the frameworks).
 
-        Returns the batch's mean loss and how many of its examples were classified right."""
-        loss, grads, logits = self.backward(x, labels)
+        Returns the batch's loss and how many of its examples were classified right (0 for
+        ``squared_error``: its targets are not labels)."""
+        value, grads, output = self.backward(x, y, loss=loss)
         for key, g in grads.items():
             self.params[key] = self.params[key] - np.float32(lr) * g
-        return loss, int((logits.argmax(axis=1) == labels).sum())
+        correct = int((output.argmax(axis=1) == y).sum()) if loss == "cross_entropy" else 0
+        return value, correct
 
-    def _param(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        return (self.params[f"{name}.weight"].astype(np.float64),
-                self.params[f"{name}.bias"].astype(np.float64))
+    def _array(self, name: str, attr: str) -> np.ndarray:
+        return self.params[f"{name}.{attr}"].astype(np.float64)

@@ -38,8 +38,9 @@ def param_shapes(spec: Spec) -> dict[str, Shape]:
     shapes: dict[str, Shape] = {}
     for name, layer, in_shape, _ in spec.table:
         if isinstance(layer, Conv2D):
-            shapes[f"{name}.weight"] = (layer.out_channels, in_shape[1], layer.kernel, layer.kernel)
-            shapes[f"{name}.bias"] = (layer.out_channels,)
+            shapes[f"{name}.weight"] = (layer.out_channels, in_shape[1], *layer.kernel_hw)
+            if layer.bias:
+                shapes[f"{name}.bias"] = (layer.out_channels,)
         elif isinstance(layer, Dense):
             shapes[f"{name}.weight"] = (layer.units, in_shape[1])
             shapes[f"{name}.bias"] = (layer.units,)

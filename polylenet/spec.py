@@ -99,9 +99,14 @@ class Spec:
             if type(layer) not in LAYER_TYPES.values():
                 raise SpecError(f"{where}: layer {index} is {layer!r}, not a layer of "
                                 f"{sorted(LAYER_TYPES)} (make it with polylenet.conv2d(...), ...)")
+        resolved = []
         for index, (name, layer) in enumerate(self.named_layers()):
-            out = layer.output_shape(f"{where}: layer {index} ({name}, {layer.type})", shape)
+            at = f"{where}: layer {index} ({name}, {layer.type})"
+            if hasattr(layer, "resolved"):  # "same"/"valid" become explicit pads for this input size
+                layer = layer.resolved(at, shape)
+            out = layer.output_shape(at, shape)
             table.append((name, layer, shape, out))
+            resolved.append(layer)
             parameters += parameter_count(layer, shape)
             activations += math.prod(out[1:])
             shape = out
@@ -111,9 +116,11 @@ class Spec:
             if count > _limit(variable, default):
                 raise SpecError(f"{where}: asks for {count:,} {what}, over the limit of "
                                 f"{_limit(variable, default):,}; make the layers smaller (or raise ${variable})")
+        object.__setattr__(self, "layers", tuple(resolved))
         if len(shape) != 2 or shape[1] != self.num_classes:
-            raise SpecError(f"{where}: the last layer must be a dense layer with num_classes="
-                            f"{self.num_classes} units; the network ends with shape {shape}")
+            raise SpecError(f"{where}: the network must end with shape (N, num_classes={self.num_classes}) "
+                            f"(a dense layer with {self.num_classes} units, or a flatten of that many values); "
+                            f"it ends with shape {shape}")
         return table
 
     def to_dict(self) -> dict[str, Any]:

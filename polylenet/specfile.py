@@ -16,7 +16,7 @@ def load_spec(name_or_path: Union[str, os.PathLike, Spec] = "lenet5") -> Spec:
     """Return a named variant, or load a spec from a ``.json``/``.yaml`` file.
 
     >>> load_spec("lenet5").layers[0]
-    Conv2D(out_channels=6, kernel=5, stride=1, padding=2, type='conv2d')
+    Conv2D(out_channels=6, kernel=5, stride=1, padding=2, bias=True, type='conv2d')
     """
     if isinstance(name_or_path, Spec):  # validated when it was made
         return name_or_path

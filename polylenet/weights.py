@@ -15,6 +15,7 @@ import numpy as np
 
 from polylenet.atomic import atomic_write
 from polylenet.errors import WeightsError
+from polylenet.layers import BatchNorm
 from polylenet.shapes import param_shapes
 from polylenet.spec import Spec
 from polylenet.specfile import load_spec
@@ -32,16 +33,17 @@ def init_weights(spec: Union[Spec, str] = "lenet5", seed: int = 0) -> Weights:
     """
     spec = load_spec(spec)
     rng = np.random.default_rng(seed)
+    kinds = {name: type(layer) for name, layer, _, _ in spec.table}
     weights: Weights = {}
-    for key, shape in param_shapes(spec).items():
-        layer, attr = key.split(".")
-        if layer.startswith("bn"):  # gamma 1, beta 0, running mean 0, running variance 1
+    for key, shape in param_shapes(spec).items():  # a bias-free conv has no bias key
+        name, attr = key.split(".")
+        if kinds[name] is BatchNorm:  # gamma 1, beta 0, running mean 0, running variance 1
             weights[key] = np.full(shape, 1.0 if attr in ("weight", "running_var") else 0.0, np.float32)
             continue
         if attr == "bias":
             weights[key] = np.zeros(shape, np.float32)
             continue
-        receptive = int(np.prod(shape[2:])) if len(shape) == 4 else 1
+        receptive = shape[2] * shape[3] if len(shape) == 4 else 1  # conv (out, in, kh, kw): kh * kw
         fan_in, fan_out = shape[1] * receptive, shape[0] * receptive
         bound = np.sqrt(6.0 / (fan_in + fan_out))
         weights[key] = rng.uniform(-bound, bound, size=shape).astype(np.float32)

@@ -39,7 +39,33 @@ BN_EDGE = polylenet.Spec("bn-edge", (
     polylenet.batchnorm(momentum=0.5, eps=0.1), polylenet.activation("tanh"), polylenet.dense(12),
     polylenet.batchnorm(momentum=0.75, eps=1e-3), polylenet.activation("sigmoid"), polylenet.dense(10)),
     input_shape=(2, 8, 6))
-EXTRA_SPECS = {"edge": EDGE, "bn-edge": BN_EDGE}
+# d2l's convolution chapter's hyperparameters, each spec built to trip one convention:
+# rectangular kernels and strides, per-side pads (d2l's even-kernel rule puts the extra row on
+# top), Keras's "same" at stride 2 (extra row at the bottom), a bias-free conv, a 1x1 conv.
+HYPER_CONV = polylenet.Spec("hyper-conv", (
+    polylenet.conv2d(4, (5, 3), padding=(2, 1)), polylenet.activation("tanh"),
+    polylenet.conv2d(4, (3, 5), stride=(3, 2), padding=((1, 0), (2, 1)), bias=False), polylenet.activation("relu"),
+    polylenet.conv2d(3, 3, stride=2, padding="same"), polylenet.activation("sigmoid"),
+    polylenet.pool2d("max", 3, 2, padding="same"),
+    polylenet.flatten(), polylenet.dense(10)), input_shape=(2, 13, 11))
+# Max pooling with padding right after a tanh (negative inputs: a zero pad would win), then
+# average pooling with padding that excludes the pads from the divisor, with ceil_mode's
+# overhanging last window.
+HYPER_POOL = polylenet.Spec("hyper-pool", (
+    polylenet.conv2d(4, 3, padding=1), polylenet.activation("tanh"),
+    polylenet.pool2d("max", 3, 2, padding=1),
+    polylenet.conv2d(4, 1),
+    polylenet.pool2d("avg", 3, 2, padding=1, count_include_pad=False, ceil_mode=True),
+    polylenet.flatten(), polylenet.dense(10)), input_shape=(2, 12, 11))
+# An even kernel with d2l's pads (top/left), average pooling whose divisor counts the explicit
+# (asymmetric) pads but not ceil_mode's overhang, and a ceil_mode max pool.
+HYPER_POOL_PAD = polylenet.Spec("hyper-pool-pad", (
+    polylenet.conv2d(3, 2, padding=((1, 0), (1, 0))), polylenet.activation("relu"),
+    polylenet.pool2d("avg", (3, 2), stride=(2, 1), padding=((1, 1), (1, 0)), ceil_mode=True),
+    polylenet.pool2d("max", 2, ceil_mode=True),
+    polylenet.flatten(), polylenet.dense(10)), input_shape=(1, 10, 9))
+EXTRA_SPECS = {"edge": EDGE, "bn-edge": BN_EDGE, "hyper-conv": HYPER_CONV, "hyper-pool": HYPER_POOL,
+               "hyper-pool-pad": HYPER_POOL_PAD}
 
 
 def conformance_weights(spec, seed=1):

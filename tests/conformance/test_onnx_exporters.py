@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import polylenet
-from cases import BACKENDS, VARIANTS, batches, conformance_weights
+from cases import BACKENDS, EXTRA_SPECS, VARIANTS, batches, conformance_weights
 from polylenet.errors import OnnxError
 from polylenet.registry import get_backend
 
@@ -25,7 +25,24 @@ KNOWN = {
                                  "the logits match, but the running statistics are not in the file"),
     **{("mindspore", variant): (RuntimeError, "MindSpore 2.10 cannot export the adapter's im2col convolution "
                                 "('Exporting Im2Col operator is not yet supported')")
-       for variant in ("lenet5", "lenet-classic", "lenet-relu", "lenet-bn")},
+       for variant in ("lenet5", "lenet-classic", "lenet-relu", "lenet-bn", "hyper-conv", "hyper-pool",
+                       "hyper-pool-pad")},
+    # the adapters' average pooling over per-side pads (hyper-pool-pad), or with ceil_mode and
+    # count_include_pad=False (hyper-pool, Keras), is a padding layer, window sums and a divisor
+    ("torch", "hyper-pool-pad"): (AssertionError, "torch.onnx 2.13 (dynamo) drops AvgPool2d's divisor_override=1, "
+                                  "which the adapter's per-side-pad average pool uses: the file averages, then "
+                                  "divides by the window counts again (logits off by 0.91)"),
+    **{("tensorflow", variant): (OnnxError, "the logits match, but tf2onnx writes the adapter's average pool "
+                                 "(ZeroPadding2D over the pads and ceil_mode's overhang, AveragePooling2D, a "
+                                 "divisor Mul) as Pad, AveragePool and Mul, which no polylenet layer reads")
+       for variant in ("hyper-pool", "hyper-pool-pad")},
+    ("mxnet", "hyper-pool-pad"): (NotImplementedError, "mx.onnx 1.9.1 cannot export the sum pooling of the "
+                                  "adapter's per-side-pad average pool (\"Pooling currently does not "
+                                  "support pool_type=='sum'\")"),
+    ("paddle", "hyper-pool-pad"): ((AssertionError, OnnxError), "paddle2onnx 2.1.0 writes the Pad2D of the adapter's "
+                                   "per-side-pad average pool with an uninitialized constant (7.2e22, 7.4e22 in two "
+                                   "runs; a lone Pad2D exports 0): logits off by 2.4e24; its divisor is a Div no "
+                                   "polylenet layer reads"),
 }
 
 
@@ -43,12 +60,17 @@ def run(path, x):
     return session.run(None, {graph_input.name: x})[0]
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+# d2l's convolution hyperparameters (cases.py): rectangular kernels and strides, per-side and
+# "same" pads, a bias-free conv, padded max pooling, ceil_mode and count_include_pad
+HYPER = [name for name in EXTRA_SPECS if name.startswith("hyper-")]
+
+
+@pytest.mark.parametrize("variant", VARIANTS + HYPER)
 def test_framework_exporter_runs_and_imports_back(exporter, variant, tmp_path, request):
     if (exporter, variant) in KNOWN:
         raises, reason = KNOWN[exporter, variant]
         request.applymarker(pytest.mark.xfail(raises=raises, strict=True, reason=reason))
-    spec = polylenet.load_spec(variant)
+    spec = EXTRA_SPECS.get(variant) or polylenet.load_spec(variant)
     weights = conformance_weights(spec)
     model = polylenet.build(spec, backend=exporter, weights=weights)
     path = tmp_path / f"{exporter}-{variant}.onnx"

@@ -1,0 +1,97 @@
+"""Where d2l's own tabs compute different functions: the PyTorch tab pads explicitly
+(``nn.Conv2d(..., kernel_size=3, padding=1, stride=2)``), the TensorFlow tab asks Keras for
+``padding='same'``, and the two agree on the output shape but not always on the windows: "same"
+puts an odd total pad's extra row/column at the bottom/right, and on an even input at stride 2
+the total is odd.
+
+Each pair is two polylenet specs built from the same neutral weights (only the padding differs)
+and run on the same images:
+
+* the "Padding and Stride" section's 3x3 stride-2 convolution;
+* ResNet's stem max-pool (``nn.MaxPool2d(kernel_size=3, stride=2, padding=1)`` against
+  ``MaxPool2D(pool_size=3, strides=2, padding='same')``);
+* ResNet's whole stem: a 7x7 stride-2 convolution with 64 channels, batchnorm, ReLU and that
+  max-pool.
+
+on 28x28 Fashion-MNIST images (``$POLYLENET_DATA``, else seeded random ones) and the same images
+cropped to 27x27.
+
+    .tox/core/bin/python benchmarks/tabs_disagree.py [--backends numpy,onnxruntime] [--images 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+import polylenet
+from polylenet import activation, batchnorm, conv2d, flatten, pool2d
+
+# name, the PyTorch tab's layers, the TensorFlow tab's
+PAIRS = [
+    ("conv 3x3 s2 (Padding and Stride)",
+     [conv2d(1, 3, stride=2, padding=1)], [conv2d(1, 3, stride=2, padding="same")]),
+    ("max-pool 3 s2 (ResNet stem)",
+     [pool2d("max", 3, 2, padding=1)], [pool2d("max", 3, 2, padding="same")]),
+    ("ResNet stem: conv 7x7 s2, BN, ReLU, max-pool 3 s2",
+     [conv2d(64, 7, stride=2, padding=3), batchnorm(), activation("relu"), pool2d("max", 3, 2, padding=1)],
+     [conv2d(64, 7, stride=2, padding="same"), batchnorm(), activation("relu"), pool2d("max", 3, 2, padding="same")]),
+]
+DIFFER = 1e-6  # |difference| above this counts as a different output value
+
+
+def chapter_spec(name: str, layers: list, size: int) -> polylenet.Spec:
+    """``layers`` on a (1, size, size) input, ending in a flatten of all their values."""
+    count = polylenet.Spec("count", (*layers, flatten(), polylenet.dense(1)), input_shape=(1, size, size),
+                           num_classes=1).table[-2][-1][1]
+    return polylenet.Spec(name, (*layers, flatten()), input_shape=(1, size, size), num_classes=count)
+
+
+def images(count: int) -> tuple[np.ndarray, str]:
+    if os.environ.get("POLYLENET_DATA"):
+        data = polylenet.load_data("fashion-mnist", allow_download=False)
+        return data.test_images[:count, None].astype(np.float32) / 255, f"the first {count} Fashion-MNIST test images"
+    rng = np.random.default_rng(0)
+    return rng.random((count, 1, 28, 28), dtype=np.float32), f"{count} seeded random images (set POLYLENET_DATA)"
+
+
+def pads_of(spec: polylenet.Spec) -> str:
+    """The resolved pads of the spec's padded layers, ((top, bottom), (left, right)) each."""
+    return " ".join(str(layer.pads).replace(" ", "") for layer in spec.layers if layer.type in ("conv2d", "pool2d"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backends", default="numpy", help="comma-separated, or 'all' installed here")
+    parser.add_argument("--images", type=int, default=256)
+    args = parser.parse_args(argv)
+    backends = polylenet.available_backends() if args.backends == "all" else args.backends.split(",")
+    full, source = images(args.images)
+    print(f"inputs: {source}; 27x27 = the same images without their last row and column; "
+          f"'differ' = |difference| > {DIFFER:g}\n")
+    header = ("| layer | input | PyTorch tab: pads -> output | TensorFlow tab ('same'): pads -> output "
+              "| backend | max abs difference | outputs that differ |")
+    print(header)
+    print("|" + " --- |" * (header.count("|") - 1))
+    for name, torch_layers, tf_layers in PAIRS:
+        for size in (28, 27):
+            x = full[:, :, :size, :size]
+            torch_tab, tf_tab = chapter_spec("torch-tab", torch_layers, size), chapter_spec("tf-tab", tf_layers, size)
+            weights = polylenet.init_weights(torch_tab, seed=0)  # the same arrays fit both: padding has none
+            shapes = [spec.table[-2][-1][1:] for spec in (torch_tab, tf_tab)]
+            for backend in backends:
+                a = polylenet.forward(polylenet.build(torch_tab, backend=backend, weights=weights), x)
+                b = polylenet.forward(polylenet.build(tf_tab, backend=backend, weights=weights), x)
+                diff = np.abs(a.astype(np.float64) - b) if a.shape == b.shape else None
+                print(f"| {name} | {size}x{size} | {pads_of(torch_tab)} -> {'x'.join(map(str, shapes[0]))} "
+                      f"| {pads_of(tf_tab)} -> {'x'.join(map(str, shapes[1]))} | {backend} "
+                      f"| {'shapes differ' if diff is None else f'{diff.max():.3g}'} "
+                      f"| {'-' if diff is None else f'{np.mean(diff > DIFFER):.1%}'} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
