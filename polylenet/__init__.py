@@ -1,5 +1,5 @@
-"""polylenet: one framework-neutral LeNet spec, compiled into PyTorch, TensorFlow/Keras, MXNet
-Gluon, PaddlePaddle and MindSpore models, checked against a NumPy reference.
+"""polylenet: one framework-neutral CNN spec, compiled into PyTorch, TensorFlow/Keras, MXNet
+Gluon, PaddlePaddle, MindSpore and JAX/Flax models, checked against a NumPy reference.
 
 >>> import polylenet
 >>> spec = polylenet.load_spec("lenet5")

@@ -50,7 +50,7 @@ def _add_weights_source(p: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="polylenet", description="One LeNet spec, five frameworks.")
+    top = argparse.ArgumentParser(prog="polylenet", description="One CNN spec, six frameworks and a NumPy oracle.")
     top.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = top.add_subparsers(dest="command", required=True)
 
@@ -123,7 +123,10 @@ def cmd_shapes(args: argparse.Namespace) -> int:
     else:
         rows = spec_layer_shapes(spec)
         print(f"{spec.name} (inferred from the spec):")
-    print(format_shape_table(rows))
+    pads = {name: layer.pads for name, layer, _, _ in spec.table if any(sum(getattr(layer, "pads", ()), ()))}
+    for line, (name, _) in zip(format_shape_table(rows).splitlines(), rows):
+        # the pads a spec resolved ("same" at stride 2: the odd row at the bottom) beside the shape
+        print(line + (f"  padding (top, bottom), (left, right): {pads[name]}" if name in pads else ""))
     return 0
 
 
@@ -173,7 +176,7 @@ def _record(args: argparse.Namespace, out: Path, history) -> None:
 def cmd_compare(args: argparse.Namespace) -> int:
     from polylenet.compare import run_compare
 
-    pythons = dict(item.split("=", 1) for item in args.python)
+    pythons = _pythons(args.python)
     report = run_compare(args.backends, _config(args), spec=args.spec, out=Path(args.out),
                          envs=args.envs, pythons=pythons, data_dir=args.data_dir, jobs=args.jobs)
     print(f"wrote {report}")
@@ -194,12 +197,20 @@ def cmd_diff(args: argparse.Namespace) -> int:
         raise ValueError(f"--backends takes two backends, A,B; got {args.backends!r}")
     if args.steps < 0:
         raise ValueError(f"--steps must be >= 0, got {args.steps}")
-    rows = diff_backends(*names, spec=args.spec, weights=args.weights, steps=args.steps, lr=args.lr,
-                         seed=args.seed, data_dir=args.data_dir, envs=args.envs,
-                         pythons=dict(item.split("=", 1) for item in args.python))
-    print(f"{args.spec}: {names[0]} against {names[1]}, the same weights and batch")
-    print(format_rows(rows, *names))
-    return 0 if first_out_of_tolerance(rows) is None else 1
+    result = diff_backends(*names, spec=args.spec, weights=args.weights, steps=args.steps, lr=args.lr,
+                           seed=args.seed, data_dir=args.data_dir, envs=args.envs, pythons=_pythons(args.python))
+    print(f"{args.spec}: {' against '.join(result.versions)}, the same weights "
+          f"({args.weights or f'init_weights seed {args.seed}'}) and batch: {result.batch}")
+    print(format_rows(result.rows, *names))
+    return 0 if first_out_of_tolerance(result.rows) is None else 1
+
+
+def _pythons(items: Sequence[str]) -> dict[str, str]:
+    """``--python BACKEND=PYTHON`` options as a dict."""
+    bad = [item for item in items if "=" not in item or not item.split("=", 1)[0] or not item.split("=", 1)[1]]
+    if bad:
+        raise ValueError(f"--python takes BACKEND=/path/to/python, got {bad[0]!r}")
+    return dict(item.split("=", 1) for item in items)
 
 
 def _spec_and_weights(args: argparse.Namespace):
@@ -248,6 +259,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from polylenet.data import load_data
     from polylenet.training import evaluate, to_inputs
 
+    if not (args.checkpoint or args.weights):
+        raise ValueError("evaluate needs --checkpoint CKPT or --weights W.npz: without them it would score "
+                         "freshly initialized weights")
     spec, weights = _spec_and_weights(args)
     model = build(spec, backend=args.backend, weights=weights)
     data = load_data(args.dataset, args.data_dir)
@@ -279,6 +293,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("polylenet: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 -- a framework's own error, or a bug: one line, exit 1
+        if args.debug:
+            raise
+        backend = getattr(args, "backend", None) or getattr(args, "backends", None)
+        where = f" (backend {backend})" if isinstance(backend, str) else ""
+        message = " ".join(str(exc).split())[:300]
+        print(f"polylenet: unexpected error{where}: {type(exc).__name__}: {message}; rerun with --debug for the "
+              "traceback", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

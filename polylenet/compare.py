@@ -168,5 +168,6 @@ def run_compare(backends: str = "all", config: Optional[TrainConfig] = None, spe
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             futures = {backend: pool.submit(train_one, backend) for backend in order}
             results = {backend: futures[backend].result() for backend in names}
-    log(f"trained {len(names)} backend(s) in {time.perf_counter() - started:.0f} s ({jobs} at a time)")
-    return write_report(out, results, {"spec": spec, **asdict(config)})
+    wall = time.perf_counter() - started
+    log(f"trained {len(names)} backend(s) in {wall:.0f} s ({jobs} at a time)")
+    return write_report(out, results, {"spec": spec, **asdict(config)}, {"wall_seconds": wall, "jobs": jobs})

@@ -3,8 +3,10 @@
 Where the files come from, in order: an explicit ``data_dir``, ``$POLYLENET_DATA`` (a folder
 holding ``fashion-mnist/`` and ``mnist/``), the user cache (``$XDG_CACHE_HOME/polylenet``, else
 ``~/.cache/polylenet``), then a download from the canonical mirrors, verified against the
-canonical SHA-256 checksums and written atomically into the cache. Local folders are checked
-structurally (IDX headers, sizes, counts), not by checksum: a re-encoded copy is still valid.
+canonical SHA-256 checksums and written atomically into the cache. Every folder is checked
+structurally (IDX headers, sizes, counts) and, where it holds a ``SHA256SUMS`` file (as
+``sha256sum`` writes it; a re-encoded copy brings its own), each file is hashed against it; the
+cache is hashed against the canonical checksums. ``Dataset.checksums`` records what was verified.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional, Sequence, Union
 
@@ -125,9 +127,56 @@ class Dataset:
     test_images: np.ndarray
     test_labels: np.ndarray
     source: Path
+    checksums: Mapping[str, str] = field(default_factory=dict)  # file -> verified SHA-256
+
+
+SUMS_FILE = "SHA256SUMS"
+
+
+def sha256_of(path: PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def expected_checksums(folder: Path, name: str) -> dict[str, str]:
+    """What the four files in ``folder`` must hash to: its ``SHA256SUMS``, else the canonical
+    checksums for the cache (what :func:`download` verified), else nothing (structure only)."""
+    sums_file = folder / SUMS_FILE
+    if sums_file.is_file():
+        sums = {}
+        for number, line in enumerate(sums_file.read_text().splitlines(), 1):
+            parts = line.split()
+            if len(parts) == 2 and len(parts[0]) == 64:
+                sums[parts[1].lstrip("*")] = parts[0].lower()
+            elif line.strip():
+                raise DataError(f"{sums_file}: line {number} is not '<sha256>  <file>': {line[:80]!r}")
+        missing = [f for f in FILES if f not in sums]
+        if missing:
+            raise DataError(f"{sums_file} lists no checksum for {', '.join(missing)}; add them (sha256sum "
+                            f"{' '.join(FILES)} > {SUMS_FILE}) or remove the file")
+        return {f: sums[f] for f in FILES}
+    if folder == cache_dir() / name:
+        return dict(DATASETS[name].sha256)
+    return {}
+
+
+def verify_checksums(folder: Path, name: str) -> dict[str, str]:
+    """Hash the four files against :func:`expected_checksums`; DataError naming the first that differs."""
+    expected = expected_checksums(folder, name)
+    for filename, want in expected.items():
+        got = sha256_of(folder / filename)
+        if got != want:
+            source = folder / SUMS_FILE if (folder / SUMS_FILE).is_file() else f"{name}'s canonical checksum"
+            raise DataError(f"{folder / filename}: SHA-256 {got} does not match {want} from {source}; the file is "
+                            "damaged or another version: copy it again (or delete it to download it again)")
+    return expected
 
 
 def _read_folder(folder: Path, name: str) -> Dataset:
+    checksums = verify_checksums(folder, name)
     arrays = {}
     for split, (images_file, labels_file) in SPLITS.items():
         images, labels = read_idx(folder / images_file), read_idx(folder / labels_file)
@@ -145,7 +194,7 @@ def _read_folder(folder: Path, name: str) -> Dataset:
             bad = labels.min() if labels.min() < 0 else labels.max()
             raise DataError(f"{folder}: {labels_file} has label {bad}; {name} labels are 0 to {classes - 1}")
         arrays[split] = (images.astype(np.uint8), labels.astype(np.int32))
-    return Dataset(name, *arrays["train"], *arrays["test"], source=folder)
+    return Dataset(name, *arrays["train"], *arrays["test"], source=folder, checksums=checksums)
 
 
 def cache_dir() -> Path:
@@ -182,8 +231,8 @@ def download(name: str, dest: PathLike, mirrors: Optional[Sequence[str]] = None,
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     for filename in FILES:
-        if (dest / filename).is_file():
-            continue
+        if (dest / filename).is_file() and sha256_of(dest / filename) == sha256[filename]:
+            continue  # a file already there is kept only when it is the one the checksum names
         failures = []
         for mirror in mirrors:
             url = mirror.rstrip("/") + "/" + filename

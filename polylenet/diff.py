@@ -2,8 +2,8 @@
 environment (as ``compare`` runs them): every layer's output, the loss, every parameter's
 gradient and, with ``steps``, the weights after each SGD step, compared and tabled.
 
->>> rows = diff_backends("numpy", "numpy", "lenet5", steps=1)  # doctest: +SKIP
->>> first_out_of_tolerance(rows) is None  # doctest: +SKIP
+>>> result = diff_backends("numpy", "torch", "lenet5", steps=1)  # doctest: +SKIP
+>>> first_out_of_tolerance(result.rows) is None  # doctest: +SKIP
 True
 """
 
@@ -21,8 +21,21 @@ import numpy as np
 from polylenet.atomic import atomic_write
 from polylenet.errors import BackendError
 
-# The conformance suite's tolerances: logits 1e-5, gradients 1e-4 relative, weights after SGD 1e-4.
+# The conformance suite's bounds (tests/conformance/test_conformance.py), per kind of array:
+# layer outputs |a - b| <= 1e-5 * max(1, scale); the loss and gradients relative to their scale
+# 1e-4; the weights after SGD steps |a - b| <= 1e-4. The scale is the larger of the two arrays'
+# largest magnitudes, so A,B and B,A give the same rows.
 TOLERANCES = {"output": 1e-5, "loss": 1e-4, "grad": 1e-4, "weights": 1e-4}
+
+
+def bound(what: str, scale: float) -> float:
+    """The largest |a - b| the conformance suite allows for an array of this kind and scale."""
+    tolerance = TOLERANCES[what]
+    if what == "output":
+        return tolerance * max(1.0, scale)
+    if what == "weights":
+        return tolerance
+    return tolerance * scale
 
 
 @dataclass(frozen=True)
@@ -30,12 +43,12 @@ class Row:
     what: str  # "output", "loss", "grad" or "weights"
     name: str  # the layer or array (and the step, for weights)
     max_abs: float
-    relative: float  # max |a - b| / max |a|
-    tolerance: float
+    relative: float  # max |a - b| / the larger of max |a| and max |b|
+    tolerance: float  # the bound on max_abs (see bound())
 
     @property
     def ok(self) -> bool:
-        return self.relative <= self.tolerance
+        return self.max_abs <= self.tolerance
 
 
 def _save(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
@@ -48,10 +61,11 @@ def probe(backend: str, spec, weights, x: np.ndarray, y: np.ndarray, steps: int,
     """Run one backend in this process: layer outputs, loss and gradients on (x, y), then the
     weights after each of ``steps`` SGD steps on the same batch."""
     from polylenet.api import build, get_weights, layer_outputs, loss_and_grads, trainer
-    from polylenet.registry import can_train
+    from polylenet.registry import can_train, get_backend
 
     model = build(spec, backend=backend, weights=weights)
-    found = {f"output:{name}": out for name, out in layer_outputs(model, x)}
+    found = {"meta:backend": np.array(backend), "meta:version": np.array(get_backend(backend).version())}
+    found.update({f"output:{name}": out for name, out in layer_outputs(model, x)})
     if not can_train(backend):  # inference only: the outputs are all there is to compare
         return found
     fresh = build(spec, backend=backend, weights=weights)  # loss_and_grads updates running statistics
@@ -79,18 +93,25 @@ def compare_probes(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> 
     """One row per array both probes hold, in the order the first one wrote them."""
     rows = []
     for key in a:
-        if key not in b:
-            continue
         what, name = key.split(":", 1)
+        if key not in b or what not in TOLERANCES:
+            continue
         ref, other = np.asarray(a[key], np.float64), np.asarray(b[key], np.float64)
         if ref.shape != other.shape:
-            rows.append(Row(what, f"{name} (shapes {ref.shape} vs {other.shape})", np.inf, np.inf, TOLERANCES[what]))
+            rows.append(Row(what, f"{name} (shapes {ref.shape} vs {other.shape})", np.inf, np.inf, 0.0))
             continue
         max_abs = float(np.max(np.abs(ref - other))) if ref.size else 0.0
-        scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+        scale = float(max(np.max(np.abs(ref)), np.max(np.abs(other)))) if ref.size else 0.0
         relative = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else np.inf)
-        rows.append(Row(what, name, max_abs, relative, TOLERANCES[what]))
+        rows.append(Row(what, name, max_abs, relative, bound(what, scale)))
     return rows
+
+
+@dataclass(frozen=True)
+class Diff:
+    rows: list[Row]
+    batch: str  # which batch both backends ran
+    versions: list[str]  # "backend framework-version", as each probe reported it
 
 
 def first_out_of_tolerance(rows: list[Row]) -> Optional[Row]:
@@ -103,20 +124,22 @@ def format_rows(rows: list[Row], a: str, b: str) -> str:
              "-" * (width + 58)]
     for r in rows:
         lines.append(f"{r.what:<8} {r.name:<{width}}  {r.max_abs:>22.3e}  {r.relative:>9.2e}  "
-                     f"{'yes' if r.ok else 'NO (> %.0e)' % r.tolerance}")
+                     f"{'yes' if r.ok else 'NO (> %.1e)' % r.tolerance}")
     first = first_out_of_tolerance(rows)
     lines.append("all within tolerance" if first is None else
-                 f"first out of tolerance: {first.what} {first.name} ({first.relative:.2e} > {first.tolerance:.0e})")
+                 f"first out of tolerance: {first.what} {first.name} ({first.max_abs:.2e} > {first.tolerance:.1e})")
     return "\n".join(lines)
 
 
 def diff_backends(a: str, b: str, spec: str = "lenet5", weights: Optional[Union[str, Path]] = None,
                   steps: int = 0, lr: Optional[float] = None, seed: int = 0, data_dir: Optional[str] = None,
-                  envs: Optional[str] = None, pythons: Optional[Mapping[str, str]] = None) -> list[Row]:
-    """Run both backends in their environments on the same weights and batch; return the rows.
+                  envs: Optional[str] = None, pythons: Optional[Mapping[str, str]] = None) -> "Diff":
+    """Run both backends in their environments on the same weights and batch; return the rows,
+    which batch it was and the backends' versions.
 
     The batch is the protocol's first (256 Fashion-MNIST images, seed ``seed``) when the data set
-    is found, else 256 uniform random images drawn from ``seed``."""
+    is found, else 256 uniform random images drawn from ``seed``; a ``data_dir`` without the data
+    set is an error, not random images."""
     from polylenet.compare import find_python
     from polylenet.data import DataError, load_data
     from polylenet.specfile import load_spec
@@ -129,20 +152,28 @@ def diff_backends(a: str, b: str, spec: str = "lenet5", weights: Optional[Union[
         data = load_data("fashion-mnist", data_dir, allow_download=False)
         index = batch_order(len(data.train_labels), 256, seed, 0)[0]
         x, y = to_inputs(data.train_images[index]), data.train_labels[index]
+        batch = f"the protocol's first batch (256 Fashion-MNIST images from {data.source}, seed {seed})"
     except DataError:
+        if data_dir is not None:  # a folder the user named must hold the data
+            raise
+        batch = f"256 uniform random images (seed {seed}): no Fashion-MNIST found"
         rng = np.random.default_rng(seed)
         x = rng.random((256, *spec_obj.input_shape), dtype=np.float32)
         y = rng.integers(0, spec_obj.num_classes, 256).astype(np.int32)
     lr = book_lr(spec_obj) if lr is None else lr
+    found = {}
+    for backend in dict.fromkeys((a, b)):  # both environments found before either one runs
+        found[backend] = find_python(backend, envs, pythons)
+        if found[backend] is None or not Path(found[backend]).exists():
+            where = f" (no interpreter at {found[backend]})" if found[backend] else ""
+            raise BackendError(f"no environment with {backend}{where}: create it with tox -e {backend} --notest "
+                               f"(or pass --python {backend}=/path/to/python)")
     with tempfile.TemporaryDirectory(prefix="polylenet-diff-") as tmp:
         inputs = Path(tmp) / "inputs.npz"
         _save(inputs, {"x": x, "y": y, **{f"weight:{k}": v for k, v in w.items()}})
-        probes = []
+        probes, versions = [], []
         for backend in (a, b):
-            python = find_python(backend, envs, pythons)
-            if python is None:
-                raise BackendError(f"no environment with {backend}: create it with tox -e {backend} --notest "
-                                   f"(or pass --python {backend}=/path/to/python)")
+            python = found[backend]
             out = Path(tmp) / f"{backend}-{len(probes)}.npz"
             cmd = [python, "-m", "polylenet", "probe", "--backend", backend, "--spec", spec, "--inputs",
                    str(inputs), "--steps", str(steps), "--lr", repr(lr), "--out", str(out)]
@@ -152,4 +183,8 @@ def diff_backends(a: str, b: str, spec: str = "lenet5", weights: Optional[Union[
                 raise BackendError(f"{backend} failed in {python}: {lines[-1] if lines else proc.returncode}")
             with np.load(out, allow_pickle=False) as data:
                 probes.append({k: data[k] for k in data.files})
-    return compare_probes(*probes)
+            ran = str(probes[-1].pop("meta:backend", ""))
+            if ran != backend:
+                raise BackendError(f"the probe run for {backend} in {python} reports backend {ran!r}")
+            versions.append(f"{backend} {probes[-1].pop('meta:version', '?')}")
+    return Diff(compare_probes(*probes), batch, versions)

@@ -6,7 +6,7 @@ import importlib.util
 import json
 from itertools import combinations
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -75,7 +75,7 @@ def _drift_sentence(p: dict[str, Any]) -> str:
     return f"- {a} / {b}: relative difference of the training losses " + ", ".join(parts) + f" ({p['steps']} steps)."
 
 
-def _markdown(results: dict[str, dict], settings: dict, agreement: dict) -> str:
+def _markdown(results: dict[str, dict], settings: dict, agreement: dict, timing: Optional[dict] = None) -> str:
     ok = {b: r for b, r in results.items() if r["status"] == "ok"}
     lines = [f"# polylenet comparison: {settings['spec']} on {settings['dataset']}", "",
              f"Protocol: SGD lr {settings['lr']}, batch {settings['batch_size']}, {settings['epochs']} "
@@ -83,19 +83,24 @@ def _markdown(results: dict[str, dict], settings: dict, agreement: dict) -> str:
              + (f", fixed subset of {settings['train_subset']} training images" if settings.get("train_subset") else "")
              + "; the same initial weights and batch order on every backend.", "",
              "| backend | framework version | train loss | train acc | test acc | examples/sec (mean over epochs) "
-             "| wall time (s) | peak memory (MB) |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| epochs (s) | wall time (s) | peak memory (MB) |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for backend, r in ok.items():
         h, f = r["history"], r["history"]["epochs"][-1]
-        wall = sum(e["seconds"] for e in h["epochs"])
+        epochs = sum(e["seconds"] for e in h["epochs"])
+        wall = f"{r['seconds']:.1f}" if "seconds" in r else "?"
         lines.append(f"| {backend} | {h['versions'].get(backend, '?')} | {f['train_loss']:.4f} | "
                      f"{f['train_acc']:.4f} | {f['test_acc']:.4f} | {throughput(h):.0f} | "
-                     f"{wall:.1f} | {h['peak_memory_mb']:.0f} |")
+                     f"{epochs:.1f} | {wall} | {h['peak_memory_mb']:.0f} |")
     for backend, r in results.items():
         if r["status"] == "skipped":
-            lines.append(f"| {backend} | skipped: {r['reason']} | | | | | | |")
+            lines.append(f"| {backend} | skipped: {r['reason']} | | | | | | | |")
         elif r["status"] == "failed":
-            lines.append(f"| {backend} | **failed**: {r['error']} | | | | | | |")
+            lines.append(f"| {backend} | **failed**: {r['error']} | | | | | | | |")
+    lines += ["", "Epochs: the training epochs' own time, summed; wall time: the backend's whole child process "
+              "(framework import, compiling, evaluating and the logits below included)"
+              + (f"; the whole comparison took {timing['wall_seconds']:.0f} s with {timing['jobs']} "
+                 "backend(s) at a time." if timing else ".")]
     if agreement["pairs"]:
         lines += ["", "## Do the backends compute the same numbers?", "",
                   f"Largest difference between any two backends' logits on the {settings['dataset']} "
@@ -183,7 +188,7 @@ def _plots(out: Path, results: dict[str, dict]) -> list[str]:
 PLOTS_HINT = 'the plots need matplotlib: pip install "polylenet[report]" (or pip install matplotlib)'
 
 
-def write_report(out: Path, results: dict[str, dict], settings: dict) -> Path:
+def write_report(out: Path, results: dict[str, dict], settings: dict, timing: Optional[dict] = None) -> Path:
     """Write report.json and report.md into ``out``, then the plots (the data first, so nothing
     is lost when the pictures cannot be drawn: without matplotlib the report says how to get
     them); returns report.md's path."""
@@ -195,11 +200,11 @@ def write_report(out: Path, results: dict[str, dict], settings: dict) -> Path:
     trained = any(r["status"] == "ok" for r in results.values())
     planned = ["curves.png", "divergence.png", "throughput.png"] if can_plot and trained else []
     report = {"settings": settings, "results": results, "logits": agreement, "drift": drift(results),
-              "plots": planned}
+              "plots": planned, **({"timing": timing} if timing else {})}
     if not can_plot:
         report["plots_missing"] = PLOTS_HINT
     atomic_write(out / "report.json", (json.dumps(report, indent=2) + "\n").encode())
-    markdown = _markdown(results, settings, agreement)
+    markdown = _markdown(results, settings, agreement, timing)
     if not planned:
         for picture in ("![divergence](divergence.png)\n", "![training curves](curves.png)\n\n"):
             markdown = markdown.replace(picture, "")

@@ -47,7 +47,7 @@ def test_bad_spec_file_names_the_layer(tmp_path):
     assert "Traceback" in run("--debug", "shapes", "--spec", str(bad)).stderr
 
 
-@pytest.mark.parametrize("name", ["torch", "tensorflow", "mxnet", "paddle", "mindspore"])
+@pytest.mark.parametrize("name", ["torch", "tensorflow", "mxnet", "paddle", "mindspore", "jax"])
 def test_missing_framework_says_how_to_install(name):
     import polylenet
     if name in polylenet.available_backends():
@@ -84,6 +84,10 @@ def test_compare_runs_children_and_reports(tmp_path):
     assert {"curves.png", "divergence.png", "throughput.png", "report.json"} <= {p.name for p in out.iterdir()}
     data = json.loads((out / "report.json").read_text())
     assert data["results"]["numpy"]["status"] == "ok" and len(data["results"]["numpy"]["history"]["epochs"]) == 2
+    # the real wall time, measured by compare, beside the epochs' own sum
+    epochs = sum(e["seconds"] for e in data["results"]["numpy"]["history"]["epochs"])
+    assert data["timing"]["wall_seconds"] >= data["results"]["numpy"]["seconds"] > epochs
+    assert f"the whole comparison took {data['timing']['wall_seconds']:.0f} s with 2 backend(s)" in report
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -165,3 +169,37 @@ def test_import_of_a_file_that_is_not_onnx_is_one_line(tmp_path):
     result = run("import", str(tmp_path / "x.onnx"), "--out", str(tmp_path / "out"))
     assert result.returncode == 2 and "x.onnx: not" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_an_unexpected_error_is_one_line_naming_the_backend_and_debug(monkeypatch, capsys):
+    """A framework's own exception (here: one raised where the adapter would call the framework)
+    is one line with exit 1; --debug shows the traceback."""
+    from polylenet import api
+
+    def framework_failure(*args, **kwargs):
+        raise RuntimeError("oneDNN primitive creation failed\n  at conv1")
+
+    monkeypatch.setattr(api, "build", framework_failure)
+    assert main(["shapes", "--backend", "numpy"]) == 1
+    err = capsys.readouterr().err
+    assert err == ("polylenet: unexpected error (backend numpy): RuntimeError: oneDNN primitive creation failed "
+                   "at conv1; rerun with --debug for the traceback\n")
+    with pytest.raises(RuntimeError):
+        main(["--debug", "shapes", "--backend", "numpy"])
+
+
+def test_evaluate_without_weights_is_refused(tmp_path):
+    result = run("evaluate", "--backend", "numpy", "--spec", "lenet5")
+    assert result.returncode == 2 and "evaluate needs --checkpoint CKPT or --weights W.npz" in result.stderr
+
+
+def test_shapes_show_the_pads_a_spec_resolved(tmp_path):
+    spec = tmp_path / "same.json"
+    spec.write_text(json.dumps({"input_shape": [1, 28, 28], "num_classes": 10, "layers": [
+        {"type": "conv2d", "out_channels": 2, "kernel": 3, "stride": 2, "padding": "same"},
+        {"type": "flatten"}, {"type": "dense", "units": 10}]}))
+    result = run("shapes", "--spec", str(spec))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[1] == "conv1     output shape: (1, 2, 14, 14)  padding (top, bottom), (left, right): ((0, 1), (0, 1))"
+    assert lines[2] == "flatten1  output shape: (1, 392)"

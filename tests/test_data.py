@@ -80,6 +80,7 @@ def test_search_order_data_dir_then_env_then_cache(isolated, monkeypatch):
     explicit = make_dataset(isolated / "explicit" / "fashion-mnist", seed=1)
     env = make_dataset(isolated / "env" / "fashion-mnist", seed=2)
     cached = make_dataset(isolated / "cache" / "polylenet" / "fashion-mnist", seed=3)
+    _write_sums(isolated / "cache" / "polylenet" / "fashion-mnist", cached["sha256"])  # else the canonical ones
     monkeypatch.setenv("POLYLENET_DATA", str(isolated / "env"))
     def first(d):
         return d["arrays"]["train-images-idx3-ubyte.gz"]
@@ -117,6 +118,7 @@ def test_shared_fashion_mnist_is_the_real_data_set():
     assert ds.train_images.dtype == np.uint8 and ds.train_labels.dtype == np.int32
     assert np.bincount(ds.train_labels).tolist() == [6000] * 10
     assert np.bincount(ds.test_labels).tolist() == [1000] * 10
+    assert sorted(ds.checksums) == sorted(FILES)  # every file hashed against the folder's SHA256SUMS
 
 
 # ---- downloads from a real HTTP server on loopback ----------------------------------------
@@ -199,9 +201,38 @@ def test_next_mirror_is_tried_and_server_down_is_clear(isolated, server):
     assert _leftovers(isolated / "down") == []
 
 
-def test_canonical_checksums_are_the_published_ones():
-    sums = DATASETS["fashion-mnist"].sha256
-    train_images, test_labels = sums["train-images-idx3-ubyte.gz"], sums["t10k-labels-idx1-ubyte.gz"]
-    assert train_images.startswith("3aede38d") and train_images.endswith("a84")
-    assert test_labels.startswith("67da17c7") and test_labels.endswith("dd5")
+def _write_sums(folder: Path, sums: dict) -> None:
+    (folder / "SHA256SUMS").write_text("".join(f"{digest}  {name}\n" for name, digest in sorted(sums.items())))
+
+
+def test_a_folder_with_sha256sums_is_hashed_against_it(isolated):
+    folder = isolated / "data" / "fashion-mnist"
+    fixture = make_dataset(folder)
+    _write_sums(folder, fixture["sha256"])
+    assert load_data(data_dir=isolated / "data").checksums == fixture["sha256"]
+    make_dataset(isolated / "other", seed=1)  # valid IDX files, other pixels: only a hash can tell
+    (folder / "t10k-images-idx3-ubyte.gz").write_bytes((isolated / "other" / "t10k-images-idx3-ubyte.gz").read_bytes())
+    damaged = r"t10k-images-idx3-ubyte\.gz: SHA-256 [0-9a-f]{64} does not match .*SHA256SUMS"
+    with pytest.raises(DataError, match=damaged):
+        load_data(data_dir=isolated / "data")
+
+
+def test_a_folder_without_sums_is_checked_structurally_only(isolated):
+    make_dataset(isolated / "plain")
+    assert load_data(data_dir=isolated / "plain").checksums == {}
+
+
+def test_a_damaged_cached_file_is_refused_by_the_canonical_checksum(isolated):
+    make_dataset(isolated / "cache" / "polylenet" / "fashion-mnist")  # not the canonical bytes
+    with pytest.raises(DataError, match="canonical checksum"):
+        load_data("fashion-mnist", allow_download=False)
+
+
+def test_download_replaces_a_file_already_there_that_fails_its_checksum(isolated, server):
+    url, served, _ = server
+    fixture = make_dataset(served)
+    dest = isolated / "dest"
+    make_dataset(dest, seed=5)  # four stale files of the right names
+    download("fashion-mnist", dest, mirrors=[url], sha256=fixture["sha256"])
+    assert {f: data.sha256_of(dest / f) for f in FILES} == fixture["sha256"]
     assert data.cache_dir().name == "polylenet"

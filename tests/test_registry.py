@@ -7,7 +7,8 @@ from polylenet import BackendError, BackendUnavailable
 
 def test_numpy_is_always_available():
     assert "numpy" in polylenet.available_backends()
-    assert set(polylenet.known_backends()) >= {"numpy", "torch", "tensorflow", "mxnet", "paddle", "mindspore"}
+    assert set(polylenet.known_backends()) >= {"numpy", "torch", "tensorflow", "mxnet", "paddle", "mindspore", "jax",
+                                               "onnxruntime"}
 
 
 def test_unknown_backend_lists_known_ones():
@@ -23,7 +24,7 @@ def test_backend_from_environment(monkeypatch):
         polylenet.build("lenet5")
 
 
-@pytest.mark.parametrize("name", ["torch", "tensorflow", "mxnet", "paddle", "mindspore"])
+@pytest.mark.parametrize("name", ["torch", "tensorflow", "mxnet", "paddle", "mindspore", "jax"])
 def test_missing_framework_names_the_extra(name):
     if name in polylenet.available_backends():
         pytest.skip(f"{name} is installed here")
@@ -34,8 +35,11 @@ def test_missing_framework_names_the_extra(name):
 def test_no_framework_imported_by_the_core():
     import subprocess
     import sys
-    code = ("import sys, polylenet; polylenet.build('lenet5', backend='numpy'); "
-            "print(sorted(m for m in ('torch','tensorflow','mxnet','paddle','mindspore','keras') if m in sys.modules))")
+    frameworks = ("torch", "tensorflow", "mxnet", "paddle", "mindspore", "keras", "jax", "flax", "optax",
+                  "onnx", "onnxruntime")
+    code = ("import sys, polylenet, polylenet.cli, polylenet.compare, polylenet.diff, polylenet.report; "
+            "polylenet.format_shape_table(polylenet.layer_shapes(polylenet.build('lenet5', backend='numpy'))); "
+            f"print(sorted(m for m in {frameworks!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

@@ -24,6 +24,13 @@ def _needs_training(name):
     return name
 
 
+@pytest.fixture(params=[b for b in BACKENDS if b != "numpy"])
+def candidate(request):
+    """A backend checked against the NumPy oracle: every one but the numpy backend, which is the
+    oracle itself (the oracle is checked by finite differences, tests/test_reference.py)."""
+    return request.param
+
+
 @pytest.fixture(params=BACKENDS)
 def trainable(request):
     """A backend that trains (declares the "training" capability)."""

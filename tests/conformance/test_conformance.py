@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import polylenet
-from cases import batches, cancelled_by_batchnorm, conformance_weights, relative_error
+from cases import EXTRA_SPECS, batches, cancelled_by_batchnorm, conformance_weights, relative_error
 from polylenet.shapes import is_state
 
 
@@ -18,9 +18,9 @@ def test_layer_shapes_match_spec(backend, spec):
     assert polylenet.layer_shapes(model) == polylenet.spec_layer_shapes(spec)
 
 
-def test_logits_match_reference(backend, spec):
+def test_logits_match_reference(candidate, spec):
     weights = conformance_weights(spec)
-    model = polylenet.build(spec, backend=backend, weights=weights)
+    model = polylenet.build(spec, backend=candidate, weights=weights)
     x, _ = batches(spec, count=1, size=32)[0]
     logits = polylenet.forward(model, x)
     expected = polylenet.forward(reference(spec, weights), x)
@@ -28,11 +28,11 @@ def test_logits_match_reference(backend, spec):
     assert np.max(np.abs(logits - expected)) <= 1e-5
 
 
-def test_every_layer_output_matches_reference(backend, spec):
+def test_every_layer_output_matches_reference(candidate, spec):
     """Layer by layer (what `polylenet diff` prints): the first layer out of tolerance is the culprit."""
     weights = conformance_weights(spec)
     x, _ = batches(spec, count=1, size=8)[0]
-    got = polylenet.layer_outputs(polylenet.build(spec, backend=backend, weights=weights), x)
+    got = polylenet.layer_outputs(polylenet.build(spec, backend=candidate, weights=weights), x)
     want = polylenet.layer_outputs(reference(spec, weights), x)
     assert [name for name, _ in got] == [name for name, _ in want] == spec.layer_names()
     for (name, a), (_, b) in zip(got, want):
@@ -40,10 +40,10 @@ def test_every_layer_output_matches_reference(backend, spec):
         assert np.max(np.abs(a - b)) <= 1e-5 * max(1.0, np.max(np.abs(b))), name
 
 
-def test_loss_and_gradients_match_reference(trainable, spec):
+def test_loss_and_gradients_match_reference(framework, spec):
     weights = conformance_weights(spec)
     x, y = batches(spec, count=1)[0]
-    loss, grads = polylenet.loss_and_grads(polylenet.build(spec, backend=trainable, weights=weights), x, y)
+    loss, grads = polylenet.loss_and_grads(polylenet.build(spec, backend=framework, weights=weights), x, y)
     ref_loss, ref_grads = polylenet.loss_and_grads(reference(spec, weights), x, y)
     assert abs(loss - ref_loss) <= 1e-4 * abs(ref_loss)
     assert sorted(grads) == sorted(ref_grads)
@@ -58,9 +58,9 @@ def test_loss_and_gradients_match_reference(trainable, spec):
 
 
 @pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "eager"])
-def test_three_sgd_steps_match_reference(trainable, spec, compiled):
+def test_three_sgd_steps_match_reference(framework, spec, compiled):
     weights = conformance_weights(spec)
-    model = polylenet.build(spec, backend=trainable, weights=weights)
+    model = polylenet.build(spec, backend=framework, weights=weights)
     ref = reference(spec, weights)
     step, ref_step = polylenet.trainer(model, lr=0.9, compiled=compiled), polylenet.trainer(ref, lr=0.9)
     for number, (x, y) in enumerate(batches(spec, count=3), 1):
@@ -78,7 +78,23 @@ def test_three_sgd_steps_match_reference(trainable, spec, compiled):
     for key in expected:
         assert np.max(np.abs(trained[key] - expected[key])) <= 1e-4, key
         if key not in cancelled_by_batchnorm(spec):
-            assert not np.array_equal(expected[key], weights[key]), f"{key} did not move"
+            assert not np.array_equal(trained[key], weights[key]), f"{key} did not move on {framework}"
+
+
+@pytest.mark.parametrize("variant", ["lenet5", "bn-edge"])
+def test_a_step_after_loss_and_grads_is_a_fresh_models_step(framework, variant):
+    """loss_and_grads leaves no gradient behind for the next trainer step to apply again."""
+    spec = EXTRA_SPECS.get(variant) or polylenet.load_spec(variant)
+    weights = conformance_weights(spec)
+    (x, y), (x2, y2) = batches(spec, count=2)
+    used = polylenet.build(spec, backend=framework, weights=weights)
+    polylenet.loss_and_grads(used, x, y)
+    fresh = polylenet.build(spec, backend=framework, weights=weights)
+    polylenet.trainer(used, lr=0.9)(x2, y2)
+    polylenet.trainer(fresh, lr=0.9)(x2, y2)
+    after, expected = polylenet.get_weights(used), polylenet.get_weights(fresh)
+    for key in filter(lambda k: not is_state(k), expected):  # loss_and_grads moved the running statistics
+        assert np.max(np.abs(after[key] - expected[key])) <= 1e-6, f"{key}: a stale gradient was applied"
 
 
 def test_weights_round_trip_bit_exact(backend, spec):

@@ -1,34 +1,34 @@
 """The d2l protocol on real Fashion-MNIST: every backend follows the NumPy oracle step by step
 from the same start, and reaches the same accuracy bounds.
 
-The full 10-epoch runs are marked ``full`` (CI runs them; ``-m "not full"`` skips them locally).
+The full 10-epoch protocol runs once for all six backends, two at a time, in the last tox env
+(``protocol``; its checks are tests/crossenv), not once per env here.
 """
 
-import json
 import os
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
 import polylenet
 from polylenet import TrainConfig
 
-EXCHANGE = os.environ.get("POLYLENET_EXCHANGE_DIR")
-
-# The short protocol for every push: lenet-relu, lr 0.1, 3 epochs on a fixed 10,000-image subset.
-# (Sigmoid LeNet-5 is still at chance after so few steps, so it cannot tell a regression.)
-# Bounds sit below the worst of 25 measured runs (5 backends x seeds 0-4, 2026-11): train acc
-# 0.6558-0.7219, test acc 0.5006-0.6808, train loss 0.7544-0.9245.
+# The short protocol for every push: lenet-relu, lr 0.1, 3 epochs on a fixed 10,000-image subset,
+# seed 0. (Sigmoid LeNet-5 is still at chance after so few steps, so it cannot tell a regression.)
+# Backends do not end identically here: ReLU zeros tie in the max-pools of real images, and each
+# framework routes a tied gradient its own way. Measured, seed 0: torch train loss 0.9071, train
+# acc 0.6552, test acc 0.6356; tensorflow 0.8498, 0.6727, 0.5999 (2026-12-01); over 25 runs
+# (5 backends x seeds 0-4, 2026-11) train acc 0.6558-0.7219, train loss 0.7544-0.9245. Bounds
+# just below the worst of those.
 SHORT = dict(spec="lenet-relu", config=TrainConfig(lr=0.1, epochs=3, train_subset=10000))
-SHORT_BOUNDS = {"train_acc": 0.60, "test_acc": 0.45, "train_loss": 1.05}
+SHORT_BOUNDS = {"train_acc": 0.62, "test_acc": 0.55, "train_loss": 0.98}
 # The BN chapter's short protocol, run in CI instead of its full 10 epochs (MindSpore alone takes
-# ~15 minutes for those): lenet-bn at the book's lr 1.0, 3 epochs on the same subset. Measured,
-# 25 runs (5 backends x seeds 0-4, 2026-11): train acc 0.7211-0.7632, train loss 0.6471-0.7650,
-# test acc 0.3721-0.7003 (evaluation mode swings with the running statistics at lr 1.0: seed 2
-# gives 0.372-0.375 on every backend, seed 0 0.599-0.700). Bounds below the worst seen.
+# ~15 minutes for those): lenet-bn at the book's lr 1.0, 3 epochs on the same subset, seed 0.
+# Measured, seed 0: torch 0.7543 / 0.7211 / 0.5989, tensorflow 0.6805 / 0.7518 / 0.7003
+# (2026-12-01); seed 0 on 5 backends 2026-11: test acc 0.599-0.700 (evaluation mode swings with
+# the running statistics at lr 1.0); over seeds 0-4 train acc >= 0.7211, loss <= 0.7650.
 SHORT_BN = dict(spec="lenet-bn", config=TrainConfig(lr=1.0, epochs=3, train_subset=10000))
-SHORT_BN_BOUNDS = {"train_acc": 0.68, "test_acc": 0.30, "train_loss": 0.85}
+SHORT_BN_BOUNDS = {"train_acc": 0.69, "test_acc": 0.55, "train_loss": 0.80}
 PROTOCOLS = {"lenet-relu": (SHORT, SHORT_BOUNDS), "lenet-bn": (SHORT_BN, SHORT_BN_BOUNDS)}
 
 
@@ -53,6 +53,14 @@ def oracle_steps(fashion):
             for name, config in FIRST_STEPS.items()}
 
 
+# Per variant, (the first 5 steps, all 20): the largest relative distance from the oracle's loss.
+# Measured 2026-12-01 (the assertion prints the figure): lenet5 1.4e-7 (torch 1.37e-7,
+# tensorflow 1.32e-7; mxnet 6.7e-7 over its first epoch, README); lenet-bn at the book's lr 1.0
+# amplifies float32 rounding through the batch statistics: 8.8e-6 / 2.3e-5 in the first 5 steps,
+# 2.3e-4 / 7.1e-4 by step 15 (torch / tensorflow). Bounds about 3x the worst measured.
+FIRST_STEPS_BOUNDS = {"lenet5": (2e-6, 2e-6), "lenet-bn": (1e-4, 2e-3)}
+
+
 @pytest.mark.parametrize("variant", sorted(FIRST_STEPS))
 def test_first_20_steps_follow_the_oracle(framework, variant, fashion, oracle_steps):
     losses = polylenet.train(variant, backend=framework, config=FIRST_STEPS[variant], data=fashion,
@@ -60,7 +68,9 @@ def test_first_20_steps_follow_the_oracle(framework, variant, fashion, oracle_st
     want_all = oracle_steps[variant]
     assert len(losses) == len(want_all) == 20
     for step, (got, want) in enumerate(zip(losses, want_all), 1):
-        assert abs(got - want) <= 1e-3 * abs(want), f"step {step}: {framework} loss {got}, oracle {want}"
+        bound = FIRST_STEPS_BOUNDS[variant][0 if step <= 5 else 1]
+        assert abs(got - want) <= bound * abs(want), \
+            f"step {step}: {framework} loss {got}, oracle {want} (relative {abs(got - want) / abs(want):.2e})"
 
 
 @pytest.mark.parametrize("variant", ["lenet-relu", "lenet-bn"])
@@ -87,39 +97,3 @@ def test_short_protocol_bounds(trainable, variant, fashion):
     assert final.train_acc >= bounds["train_acc"], final
     assert final.test_acc >= bounds["test_acc"], final
     assert final.train_loss <= bounds["train_loss"], final
-
-
-def _export(history, name):
-    if EXCHANGE:
-        history.save(Path(EXCHANGE) / f"history-{name}-{history.backend}.json")
-
-
-def _assert_close_to_other_backends(history, name):
-    """All backends end within 0.05 test accuracy of each other: checked against every backend
-    whose env already ran (tox runs them in turn and they meet through $POLYLENET_EXCHANGE_DIR)."""
-    if not EXCHANGE:
-        return
-    for path in Path(EXCHANGE).glob(f"history-{name}-*.json"):
-        other = json.loads(path.read_text())
-        if other["backend"] != history.backend:
-            acc = other["epochs"][-1]["test_acc"]
-            assert abs(history.final.test_acc - acc) <= 0.05, \
-                f"{history.backend} {history.final.test_acc} vs {other['backend']} {acc}"
-
-
-@pytest.mark.full
-def test_full_protocol_lenet5(framework, fashion):
-    """d2l's protocol: lenet5, lr 0.9, batch 256, 10 epochs, seed 0 (d2l's runs: 0.779-0.832 test)."""
-    h = polylenet.train("lenet5", backend=framework, config=TrainConfig(), data=fashion, progress=False)
-    _export(h, "lenet5")
-    assert h.final.test_acc >= 0.75 and h.final.train_acc >= 0.80, h.final
-    _assert_close_to_other_backends(h, "lenet5")
-
-
-@pytest.mark.full
-def test_full_protocol_lenet_relu(framework, fashion):
-    """The exercise's variant: lenet-relu with the same protocol at lr 0.1."""
-    h = polylenet.train("lenet-relu", backend=framework, config=TrainConfig(lr=0.1), data=fashion, progress=False)
-    _export(h, "lenet-relu")
-    assert h.final.test_acc >= 0.84, h.final
-    _assert_close_to_other_backends(h, "lenet-relu")
