@@ -2,37 +2,74 @@
 Flax). Plain NumPy: no framework is imported here.
 
 Conv kernels are HWIO and dense kernels (in, out) in those frameworks. They flatten NHWC in
-H*W*C order, the neutral layout is C*H*W: until the first dense layer after a flatten, the
-per-feature arrays (that dense layer's input rows, a batchnorm's vectors) carry the (C, H, W)
-they were flattened from and are reordered.
+H*W*C order, the neutral layout is C*H*W. A flatten with a dense layer after it flattens as the
+framework does (d2l's tabs): until that dense layer, the per-feature arrays (its input rows, a
+batchnorm's vectors) carry the (C, H, W) they were flattened from and are reordered. A flatten
+with no dense layer after it (the spec ends with it, or with a batchnorm after it) has no weights
+to take up the order, so the adapter flattens channels first there (:func:`flattens_channels_first`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from polylenet.layers import BatchNorm, Conv2D, Dense, Flatten
+from polylenet.layers import Activation, BatchNorm, Conv2D, Dense, Flatten, Pool2D, unsupported_layer
 from polylenet.shapes import layer_table
+
+# Per layer type, (layer, input shape, feature order in) -> ({neutral attribute: layout}, feature
+# order out). A layout is ("conv", None), ("dense", chw or None) or ("vector", chw or None); a
+# feature order is the (C, H, W) that (N, features) were flattened from in H*W*C order, or None.
+
+
+def _conv(layer, in_shape, chw):
+    arrays = {"weight": ("conv", None), "bias": ("vector", None)}
+    return (arrays if layer.bias else {"weight": arrays["weight"]}), None
+
+
+def _dense(layer, in_shape, chw):
+    return {"weight": ("dense", chw), "bias": ("vector", None)}, None
+
+
+def _batchnorm(layer, in_shape, chw):
+    return dict.fromkeys(("weight", "bias", "running_mean", "running_var"), ("vector", chw)), chw
+
+
+def _flatten(layer, in_shape, chw):
+    return {}, in_shape[1:]
+
+
+def _elementwise(layer, in_shape, chw):
+    return {}, chw
+
+
+_LAYERS = {Conv2D: _conv, Pool2D: _elementwise, Activation: _elementwise, Flatten: _flatten, Dense: _dense,
+           BatchNorm: _batchnorm}
+
+
+def _walk(spec, channels_first):
+    """(name, layer, {neutral attribute: layout}, feature order of the output) per layer."""
+    rows, chw = [], None
+    for name, layer, in_shape, _ in layer_table(spec):
+        if type(layer) not in _LAYERS:
+            raise unsupported_layer("channels-last layouts", name, layer)
+        arrays, chw = _LAYERS[type(layer)](layer, in_shape, chw)
+        chw = None if channels_first else chw
+        rows.append((name, layer, arrays, chw))
+    return rows
+
+
+def flattens_channels_first(spec) -> bool:
+    """True where the flatten's H*W*C order would reach the network's output (no dense layer after
+    it): the adapter then transposes to channels first before it, and nothing is reordered."""
+    return bool(spec.layers) and _walk(spec, False)[-1][3] is not None
 
 
 def layouts(spec, names):
     """Per neutral key, (native name, layout). ``names`` maps the neutral attribute (``weight``,
     ``bias``, ``running_mean``, ``running_var``) to the framework's, per layer type:
-    ``names["conv2d"]``, ``names["dense"]``, ``names["batchnorm"]``. A layout is ("conv", None),
-    ("dense", chw or None) or ("vector", chw or None)."""
-    found, chw = {}, None
-    for name, layer, in_shape, _ in layer_table(spec):
-        if isinstance(layer, Flatten):
-            chw = in_shape[1:]
-        elif isinstance(layer, (Conv2D, Dense)):
-            weight = ("conv", None) if isinstance(layer, Conv2D) else ("dense", chw)
-            found[f"{name}.weight"] = (names[layer.type]["weight"], weight)
-            found[f"{name}.bias"] = (names[layer.type]["bias"], ("vector", None))
-            chw = None
-        elif isinstance(layer, BatchNorm):
-            for attr, native in names["batchnorm"].items():
-                found[f"{name}.{attr}"] = (native, ("vector", chw))
-    return found
+    ``names["conv2d"]``, ``names["dense"]``, ``names["batchnorm"]``. A bias-free conv has no bias key."""
+    return {f"{name}.{attr}": (names[layer.type][attr], layout)
+            for name, layer, arrays, _ in _walk(spec, flattens_channels_first(spec)) for attr, layout in arrays.items()}
 
 
 def to_native(value, layout):
@@ -62,12 +99,8 @@ def to_neutral(value, layout):
 def to_nchw(spec, outputs):
     """Channels-last layer outputs ``[(name, array), ...]`` in the neutral layout: NHWC as NCHW,
     and the features between a flatten and the next dense layer from H*W*C to C*H*W order."""
-    neutral, chw = [], None
-    for (name, layer, in_shape, _), (native_name, out) in zip(layer_table(spec), outputs):
-        if isinstance(layer, Flatten):
-            chw = in_shape[1:]
-        elif isinstance(layer, Dense):
-            chw = None
+    neutral = []
+    for (name, _, _, chw), (_, out) in zip(_walk(spec, flattens_channels_first(spec)), outputs):
         if out.ndim == 4:
             out = out.transpose(0, 3, 1, 2)
         elif chw is not None:

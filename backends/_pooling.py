@@ -24,3 +24,9 @@ def ceil_overhang(layer: Pool2D, hw) -> tuple[int, ...]:
     """Per axis, how far ceil_mode's last window reaches past the bottom/right pad (0 if not)."""
     return tuple(max(0, (pool_output_size(d, p, k, s, layer.ceil_mode) - 1) * s + k - d - sum(p))
                  for d, p, k, s in zip(hw, layer.pads, layer.size_hw, layer.stride_hw))
+
+
+def pool_pads(layer: Pool2D, hw) -> tuple[tuple[int, int], ...]:
+    """The pool's explicit pads with ceil_mode's overhang added at the bottom/right: a pool without
+    ceil_mode over the input padded so has the same windows (none starts in the bottom padding)."""
+    return tuple((top, bottom + extra) for (top, bottom), extra in zip(layer.pads, ceil_overhang(layer, hw)))

@@ -15,21 +15,17 @@ import numpy as np
 import optax
 from flax import nnx
 
-from polylenet.backends._nhwc import layouts, to_native, to_nchw, to_neutral
+from polylenet.backends._nhwc import flattens_channels_first, layouts, to_native, to_nchw, to_neutral
+from polylenet.backends._pooling import pool_pads
 from polylenet.layers import Activation, BatchNorm, Conv2D, Dense, Flatten, Pool2D, unsupported_layer
 from polylenet.shapes import is_state, layer_table
 
 NAME = "jax"
 CAPABILITIES = frozenset({"inference", "training"})
 _ACTIVATIONS = {"sigmoid": nnx.sigmoid, "relu": nnx.relu, "tanh": jnp.tanh}
-_POOLS = {"avg": nnx.avg_pool, "max": nnx.max_pool}
 # Flax's names for the neutral arrays, per layer type
 _FLAX_NAMES = {"conv2d": {"weight": "kernel", "bias": "bias"}, "dense": {"weight": "kernel", "bias": "bias"},
                "batchnorm": {"weight": "scale", "bias": "bias", "running_mean": "mean", "running_var": "var"}}
-
-
-def _flatten(x):
-    return x.reshape(x.shape[0], -1)  # H*W*C order: the first dense layer's rows are reordered
 
 
 def version() -> str:
@@ -44,33 +40,66 @@ def build(spec):
     return nnx.eval_shape(lambda: _sequential(spec))
 
 
+def _conv(spec, layer, in_shape, rngs):
+    return nnx.Conv(in_shape[1], layer.out_channels, layer.kernel_hw, strides=layer.stride_hw, padding=layer.pads,
+                    use_bias=layer.bias, rngs=rngs)
+
+
+def _pool(spec, layer, in_shape, rngs):
+    window, strides = layer.size_hw, layer.stride_hw
+    pads = pool_pads(layer, in_shape[2:])  # ceil_mode's overhang included, so the pool has no ceil_mode
+    if layer.kind == "max":  # Flax pads a max pool with -inf
+        return partial(nnx.max_pool, window_shape=window, strides=strides, padding=pads)
+    overhang = tuple((0, total[1] - explicit[1]) for total, explicit in zip(pads, layer.pads))
+    if layer.count_include_pad and any(sum(overhang, ())):
+        # Flax's count_include_pad=True divides by the whole window, overhang included: the explicit
+        # pads are made real zeros, and the pool's own padding (the overhang) left out of the count
+        return nnx.Sequential(partial(jnp.pad, pad_width=((0, 0), *layer.pads, (0, 0))),
+                              partial(nnx.avg_pool, window_shape=window, strides=strides, padding=overhang,
+                                      count_include_pad=False))
+    return partial(nnx.avg_pool, window_shape=window, strides=strides, padding=pads,
+                   count_include_pad=layer.count_include_pad)
+
+
+def _activation(spec, layer, in_shape, rngs):
+    return _ACTIVATIONS[layer.fn]
+
+
+def _flatten_hwc(x):
+    return x.reshape(x.shape[0], -1)  # H*W*C order: the next dense layer's rows are reordered
+
+
+def _flatten_chw(x):
+    return x.transpose(0, 3, 1, 2).reshape(x.shape[0], -1)  # no dense layer after it: C*H*W, as NCHW
+
+
+def _flatten(spec, layer, in_shape, rngs):
+    return _flatten_chw if flattens_channels_first(spec) else _flatten_hwc
+
+
+def _dense(spec, layer, in_shape, rngs):
+    return nnx.Linear(in_shape[1], layer.units, rngs=rngs)
+
+
+def _batchnorm(spec, layer, in_shape, rngs):
+    # Flax's momentum is the neutral one (it weights the old running value). Its default "fast"
+    # variance E[x^2] - E[x]^2 cancels when the mean is large against the spread (flax 0.12.8:
+    # mean 100, std 0.01 gives 0 or 0.002 for 1e-4); the book's two-pass biased variance does not.
+    return nnx.BatchNorm(in_shape[1], momentum=layer.momentum, epsilon=layer.eps, use_fast_variance=False, rngs=rngs)
+
+
+# layer type -> (spec, layer, input shape, rngs) -> the Flax module or function for it
+_LAYERS = {Conv2D: _conv, Pool2D: _pool, Activation: _activation, Flatten: _flatten, Dense: _dense,
+           BatchNorm: _batchnorm}
+
+
 def _sequential(spec):
-    rngs = nnx.Rngs(0)
-    layers = []
-    for name, layer, in_shape, _ in layer_table(spec):
-        if isinstance(layer, Conv2D):
-            p = layer.padding
-            layers.append(nnx.Conv(in_shape[1], layer.out_channels, (layer.kernel, layer.kernel),
-                                   strides=layer.stride, padding=((p, p), (p, p)), rngs=rngs))
-        elif isinstance(layer, Pool2D):
-            layers.append(partial(_POOLS[layer.kind], window_shape=(layer.size, layer.size),
-                                  strides=(layer.stride, layer.stride), padding="VALID"))
-        elif isinstance(layer, Activation):
-            layers.append(_ACTIVATIONS[layer.fn])
-        elif isinstance(layer, Flatten):
-            layers.append(_flatten)
-        elif isinstance(layer, Dense):
-            layers.append(nnx.Linear(in_shape[1], layer.units, rngs=rngs))
-        elif isinstance(layer, BatchNorm):
-            # Flax's momentum is the neutral one (it weights the old running value). Its default
-            # "fast" variance E[x^2] - E[x]^2 cancels when the mean is large against the spread
-            # (flax 0.12.8: mean 100, std 0.01 gives 0 or 0.002 for 1e-4); the book's two-pass
-            # biased variance does not.
-            layers.append(nnx.BatchNorm(in_shape[1], momentum=layer.momentum, epsilon=layer.eps,
-                                        use_fast_variance=False, rngs=rngs))
-        else:
+    for name, layer in spec.named_layers():  # all first: a flatten's translation reads the layers after it
+        if type(layer) not in _LAYERS:
             raise unsupported_layer(NAME, name, layer)
-    return nnx.Sequential(*layers)
+    rngs = nnx.Rngs(0)
+    return nnx.Sequential(*(_LAYERS[type(layer)](spec, layer, in_shape, rngs)
+                            for _, layer, in_shape, _ in layer_table(spec)))
 
 
 def _variables(model, spec):
@@ -113,45 +142,51 @@ def layer_outputs(model, spec, x):
     return to_nchw(spec, outputs)
 
 
-def _loss(model, x, y):
-    logits = model(x)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), logits
+# loss -> (loss of (output, y), the predictions it got right); squared_error counts none
+_LOSSES = {"cross_entropy": (lambda logits, y: optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(),
+                             lambda logits, y: (logits.argmax(axis=1) == y).sum()),
+           "squared_error": (lambda out, y: optax.squared_error(out, y).sum(), lambda out, y: 0)}
 
 
-def loss_and_grads(model, spec, x, y):
+def _loss(model, x, y, loss):
+    out = model(x)
+    return _LOSSES[loss][0](out, y), out
+
+
+def loss_and_grads(model, spec, x, y, loss):
     model.train()
-    (loss, _), grads = nnx.value_and_grad(_loss, has_aux=True)(model, _nhwc(x), jnp.asarray(y))
+    (value, _), grads = nnx.value_and_grad(_loss, has_aux=True)(model, _nhwc(x), jnp.asarray(y), loss)
     index = {name: i for i, name in enumerate(spec.layer_names())}
     out = {}
     for key, (flax_name, layout) in layouts(spec, _FLAX_NAMES).items():
         if not is_state(key):
             grad = grads["layers"][index[key.split(".")[0]]][flax_name]
             out[key] = np.ascontiguousarray(to_neutral(np.asarray(grad.get_value()), layout))
-    return float(loss), out
+    return float(value), out
 
 
-def _train_step(model, optimizer, x, y):
-    (loss, logits), grads = nnx.value_and_grad(_loss, has_aux=True)(model, x, y)
+def _train_step(model, optimizer, x, y, loss):
+    (value, out), grads = nnx.value_and_grad(_loss, has_aux=True)(model, x, y, loss)
     optimizer.update(model, grads)  # optax SGD: w -= lr * grad
-    return loss, (logits.argmax(axis=1) == y).sum()
+    return value, _LOSSES[loss][1](out, y)
 
 
-def trainer(model, spec, lr, compiled):
+def trainer(model, spec, lr, compiled, loss):
     optimizer = nnx.Optimizer(model, optax.sgd(lr), wrt=nnx.Param)
     if compiled:
         # the whole step (forward, backward, update, batch statistics) is one XLA computation;
         # cached_partial walks the model's graph once instead of on every call (measured 1.05x
         # the step here). Its copy of the model stays in training mode; the Variables are shared.
         model.train()
-        cached_step = nnx.cached_partial(nnx.jit(_train_step), model, optimizer)
+        cached_step = nnx.cached_partial(nnx.jit(_train_step, static_argnames="loss"), model, optimizer)
 
     def step(x, y):
         if compiled:
-            loss, correct = cached_step(_nhwc(x), jnp.asarray(y))
+            value, correct = cached_step(_nhwc(x), jnp.asarray(y), loss=loss)
         else:
             model.train()
             with jax.disable_jit():
-                loss, correct = _train_step(model, optimizer, _nhwc(x), jnp.asarray(y))
-        return float(loss), int(correct)
+                value, correct = _train_step(model, optimizer, _nhwc(x), jnp.asarray(y), loss)
+        return float(value), int(correct)
 
     return step

@@ -21,7 +21,6 @@ NAME = "mindspore"
 CAPABILITIES = frozenset({"inference", "training"})
 _ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": lambda: ExactTanh()}
 _POOLS = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}
-_loss = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
 
 # MindSpore 2.10 sizes its CPU kernel thread pool by the core count and ignores OMP_NUM_THREADS;
 # hold it to that where it is set (`compare --jobs 2` sets it for each child). Sharing 2 cores with
@@ -35,30 +34,60 @@ if _threads.isdigit() and int(_threads) > 0:
 
 
 class Im2colConv2d(nn.Cell):
-    """nn.Conv2d's maths (weight (out, in, kh, kw), bias, zero padding) as MindSpore's own im2col
-    (ops.unfold) and one matmul. MindSpore 2.10's CPU Conv2d kernel takes ~300 ms for one
+    """nn.Conv2d's maths (weight (out, in, kh, kw), optional bias, zero padding) as MindSpore's own
+    im2col (ops.unfold) and one matmul. MindSpore 2.10's CPU Conv2d kernel takes ~300 ms for one
     256-image LeNet convolution on a 2-core x86 CPU, whatever the thread settings; this takes
     a few ms. (It replaced a gather-based im2col: 1.1-1.2x the whole step's speed here.)
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride, padding, in_hw):
+    def __init__(self, in_channels, out_channels, kernel_size, stride, pads, bias, in_hw):
         super().__init__()
-        k, s, p = kernel_size, stride, padding
-        self.kernel, self.stride, self.padding = k, s, p
-        self.out_hw = ((in_hw[0] + 2 * p - k) // s + 1, (in_hw[1] + 2 * p - k) // s + 1)
-        self.weight = ms.Parameter(ms.Tensor(np.zeros((out_channels, in_channels, k, k), np.float32)),
+        ((top, bottom), (left, right)), symmetric = pads, pads[0][0] == pads[0][1] and pads[1][0] == pads[1][1]
+        self.kernel, self.stride = kernel_size, stride
+        # ops.unfold pads both sides of an axis alike: other pads are zeros put first by nn.Pad.
+        # (Not nn.ZeroPad2d or ops.pad: in MindSpore 2.10's GRAPH_MODE their gradient is wrong from
+        # a graph's second call on, e.g. conv1's off by 100% on the second compiled step.)
+        self.padding = (top, left) if symmetric else 0
+        self.pad = None if symmetric else nn.Pad(((0, 0), (0, 0), (top, bottom), (left, right)))
+        self.out_hw = tuple((size + sum(p) - k) // s + 1 for size, p, k, s in zip(in_hw, pads, kernel_size, stride))
+        self.weight = ms.Parameter(ms.Tensor(np.zeros((out_channels, in_channels, *kernel_size), np.float32)),
                                    name="weight")
-        self.bias = ms.Parameter(ms.Tensor(np.zeros(out_channels, np.float32)), name="bias")
+        self.bias = ms.Parameter(ms.Tensor(np.zeros(out_channels, np.float32)), name="bias") if bias else None
 
     def construct(self, x):
-        cols = ops.unfold(x, self.kernel, 1, self.padding, self.stride)  # (N, C*k*k, OH*OW), (c, i, j) rows
+        if self.pad is not None:
+            x = self.pad(x)
+        cols = ops.unfold(x, self.kernel, 1, self.padding, self.stride)  # (N, C*kh*kw, OH*OW), (c, i, j) rows
         # The weight broadcast by hand to a batched matmul, and bias_add: their gradients are a
         # BatchMatMul and BiasAddGrad. With the weight broadcast by ops.matmul and a `+ bias`,
         # MindSpore 2.10 reduces the gradients with slow ReduceSums: conv1's forward and backward took
         # 44 ms instead of 22 here, and the whole step 1.3x longer.
         w = ops.broadcast_to(self.weight.reshape(1, self.weight.shape[0], -1), (x.shape[0], -1, -1))
-        y = ops.bias_add(ops.bmm(w, cols), self.bias)
+        y = ops.bmm(w, cols)
+        if self.bias is not None:
+            y = ops.bias_add(y, self.bias)
         return y.reshape(x.shape[0], -1, *self.out_hw)
+
+
+class Pool2dPerSide(nn.Cell):
+    """nn.MaxPool2d/nn.AvgPool2d with pads that differ between the two sides of an axis, which
+    their ``padding`` (one value per axis) cannot say: the 3-D primitives they run themselves
+    (ops.MaxPool3D, ops.AvgPool3D over a depth of 1), which take one pad per side. MindSpore 2.10's
+    CPU kernels follow the neutral rules: a pad never wins a max, and the average's divisor counts
+    the explicit pads (count_include_pad) but never ceil_mode's overhang."""
+
+    def __init__(self, layer):
+        super().__init__()
+        (kh, kw), (sh, sw), ((top, bottom), (left, right)) = layer.size_hw, layer.stride_hw, layer.pads
+        window = {"kernel_size": (1, kh, kw), "strides": (1, sh, sw), "pad_mode": "pad", "ceil_mode": layer.ceil_mode}
+        pads = (0, 0, top, bottom, left, right)
+        if layer.kind == "max":
+            self.pool = ops.MaxPool3D(pad_list=pads, **window)
+        else:
+            self.pool = ops.AvgPool3D(pad=pads, count_include_pad=layer.count_include_pad, **window)
+
+    def construct(self, x):
+        return self.pool(x.unsqueeze(2)).squeeze(2)
 
 
 class ExactTanh(nn.Cell):
@@ -101,42 +130,67 @@ def version() -> str:
     return ms.__version__
 
 
+def _conv(name, layer, in_shape):
+    return Im2colConv2d(in_shape[1], layer.out_channels, layer.kernel_hw, layer.stride_hw, layer.pads, layer.bias,
+                        in_hw=in_shape[2:])
+
+
+def _pool(name, layer, in_shape):
+    ((top, bottom), (left, right)), size, stride = layer.pads, layer.size_hw, layer.stride_hw
+    if top != bottom or left != right:
+        return Pool2dPerSide(layer)
+    if not top and not left and not layer.ceil_mode:
+        return _POOLS[layer.kind](kernel_size=size, stride=stride, pad_mode="valid")
+    # MindSpore 2.10's pad mode follows the neutral rules (pads never win a max; the average's
+    # divisor with count_include_pad; ceil_mode's overhang never counted), measured against the oracle
+    divisor = {"count_include_pad": layer.count_include_pad} if layer.kind == "avg" else {}
+    return _POOLS[layer.kind](kernel_size=size, stride=stride, pad_mode="pad", padding=(top, left),
+                              ceil_mode=layer.ceil_mode, **divisor)
+
+
+def _activation(name, layer, in_shape):
+    return _ACTIVATIONS[layer.fn]()
+
+
+def _flatten(name, layer, in_shape):
+    return nn.Flatten()
+
+
+def _dense(name, layer, in_shape):
+    return nn.Dense(in_shape[1], layer.units)
+
+
+def _batchnorm(name, layer, in_shape):  # MindSpore's momentum is the neutral one
+    norm = BatchNorm2dBiasedRunningVar if len(in_shape) == 4 else BatchNorm1dBiasedRunningVar
+    return norm(in_shape[1], eps=layer.eps, momentum=layer.momentum)
+
+
+# layer type -> (name, layer, input shape) -> the MindSpore Cell for it
+_LAYERS = {Conv2D: _conv, Pool2D: _pool, Activation: _activation, Flatten: _flatten, Dense: _dense,
+           BatchNorm: _batchnorm}
+
+
 def build(spec):
     layers = OrderedDict()
     for name, layer, in_shape, _ in layer_table(spec):
-        if isinstance(layer, Conv2D):
-            layers[name] = Im2colConv2d(in_shape[1], layer.out_channels, layer.kernel,
-                                  stride=layer.stride, padding=layer.padding, in_hw=in_shape[2:])
-        elif isinstance(layer, Pool2D):
-            layers[name] = _POOLS[layer.kind](kernel_size=layer.size, stride=layer.stride,
-                                              pad_mode="valid")
-        elif isinstance(layer, Activation):
-            layers[name] = _ACTIVATIONS[layer.fn]()
-        elif isinstance(layer, Flatten):
-            layers[name] = nn.Flatten()
-        elif isinstance(layer, Dense):
-            layers[name] = nn.Dense(in_shape[1], layer.units)
-        elif isinstance(layer, BatchNorm):  # MindSpore's momentum is the neutral one
-            norm = BatchNorm2dBiasedRunningVar if len(in_shape) == 4 else BatchNorm1dBiasedRunningVar
-            layers[name] = norm(in_shape[1], eps=layer.eps, momentum=layer.momentum)
-        else:
+        if type(layer) not in _LAYERS:
             raise unsupported_layer(NAME, name, layer)
+        layers[name] = _LAYERS[type(layer)](name, layer, in_shape)
     return nn.SequentialCell(layers)
 
 
-_MINDSPORE_BN_NAMES = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean",
-                       "running_var": "moving_variance"}
+# MindSpore's names for the neutral arrays where they differ, per layer type
+_MINDSPORE_NAMES = {BatchNorm: {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean",
+                                "running_var": "moving_variance"}}
 
 
 def _parameters(model, spec):
     """(key, Parameter) for every neutral array. MindSpore's layouts are the neutral ones:
-    Conv2d (out, in, kh, kw), Dense (out, in); BatchNorm names its arrays gamma, beta,
-    moving_mean, moving_variance."""
-    cells = model.name_cells()
+    Conv2d (out, in, kh, kw), Dense (out, in)."""
+    cells, types = model.name_cells(), {name: type(layer) for name, layer in spec.named_layers()}
     for key in param_shapes(spec):
-        layer, attr = key.split(".")
-        native = _MINDSPORE_BN_NAMES[attr] if layer.startswith("bn") else attr
-        yield key, getattr(cells[layer], native)
+        name, attr = key.split(".")
+        yield key, getattr(cells[name], _MINDSPORE_NAMES.get(types[name], {}).get(attr, attr))
 
 
 def set_weights(model, spec, weights):
@@ -163,35 +217,47 @@ def layer_outputs(model, spec, x):
     return outputs
 
 
-def _loss_fn(model):
+def _correct(logits, y):
+    return int((logits.argmax(axis=1) == y).sum())
+
+
+# loss -> (the loss Cell of (output, y), the predictions it got right); squared_error counts none.
+# nn.MSELoss(reduction="sum") is d2l's `((Y_hat - Y) ** 2).sum()`.
+_LOSSES = {"cross_entropy": (nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean"), _correct),
+           "squared_error": (nn.MSELoss(reduction="sum"), lambda out, y: 0)}
+
+
+def _loss_fn(model, loss):
+    loss_cell = _LOSSES[loss][0]
+
     def loss_fn(x, y):
-        logits = model(x)
-        return _loss(logits, y), logits
+        out = model(x)
+        return loss_cell(out, y), out
 
     return loss_fn
 
 
-def loss_and_grads(model, spec, x, y):
+def loss_and_grads(model, spec, x, y, loss):
     model.set_train(True)
     keys, params = zip(*((k, p) for k, p in _parameters(model, spec) if not is_state(k)))
-    (loss, _), grads = ms.value_and_grad(_loss_fn(model), None, list(params), has_aux=True)(
+    (value, _), grads = ms.value_and_grad(_loss_fn(model, loss), None, list(params), has_aux=True)(
         ms.Tensor(x), ms.Tensor(y))
-    return float(loss.asnumpy()), {k: g.asnumpy() for k, g in zip(keys, grads)}
+    return float(value.asnumpy()), {k: g.asnumpy() for k, g in zip(keys, grads)}
 
 
 class TrainStep(nn.Cell):
     """One SGD step of ``model`` (forward, backward, update) as a Cell, so it can run as one graph."""
 
-    def __init__(self, model, lr):
+    def __init__(self, model, lr, loss):
         super().__init__(auto_prefix=False)
         self.model = model
         self.optimizer = nn.SGD(model.trainable_params(), learning_rate=lr)
-        self.grad_fn = ms.value_and_grad(_loss_fn(model), None, self.optimizer.parameters, has_aux=True)
+        self.grad_fn = ms.value_and_grad(_loss_fn(model, loss), None, self.optimizer.parameters, has_aux=True)
 
     def construct(self, x, y):
-        (loss, logits), grads = self.grad_fn(x, y)
+        (loss, out), grads = self.grad_fn(x, y)
         self.optimizer(grads)
-        return loss, logits
+        return loss, out
 
 
 @contextlib.contextmanager
@@ -208,15 +274,15 @@ def _graph_mode():
         ms.set_context(mode=mode)
 
 
-def trainer(model, spec, lr, compiled):
-    train_step = TrainStep(model, lr)
+def trainer(model, spec, lr, compiled, loss):
+    train_step, correct = TrainStep(model, lr, loss), _LOSSES[loss][1]
     # compiled: the whole step as one graph; a new batch shape (the short last batch) compiles once more
     mode = _graph_mode if compiled else contextlib.nullcontext
 
     def step(x, y):
         model.set_train(True)
         with mode():
-            loss, logits = train_step(ms.Tensor(x), ms.Tensor(y))
-        return float(loss.asnumpy()), int((logits.asnumpy().argmax(axis=1) == y).sum())
+            value, out = train_step(ms.Tensor(x), ms.Tensor(y))
+        return float(value.asnumpy()), correct(out.asnumpy(), y)
 
     return step

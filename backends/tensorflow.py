@@ -1,11 +1,18 @@
-"""TensorFlow/Keras: LeNet as a keras.Sequential on NHWC images, as in d2l's TensorFlow tab."""
+"""TensorFlow/Keras: LeNet as a keras.Sequential on NHWC images, as in d2l's TensorFlow tab.
+
+Keras pads only as 'valid' or 'same'; a layer with other pads is a small keras.Sequential in its
+slot (named as the spec layer, so each slot is one spec layer): the padding layer, then the layer.
+"""
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
-from polylenet.backends._nhwc import layouts, to_native, to_nchw, to_neutral
-from polylenet.layers import Activation, BatchNorm, Conv2D, Dense, Flatten, Pool2D, unsupported_layer
+from polylenet.backends._nhwc import flattens_channels_first, layouts, to_native, to_nchw, to_neutral
+from polylenet.backends._pooling import pool_pads
+from polylenet.layers import Activation, BatchNorm, Conv2D, Dense, Flatten, Pool2D, same_pads, unsupported_layer
 from polylenet.quiet import quiet_import
 from polylenet.shapes import is_state, layer_table
 
@@ -18,37 +25,111 @@ with quiet_import({"TF_CPP_MIN_LOG_LEVEL": "2"}, silence_stderr=True):
 NAME = "tensorflow"
 CAPABILITIES = frozenset({"inference", "training"})
 _POOLS = {"avg": keras.layers.AvgPool2D, "max": keras.layers.MaxPool2D}
-_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
 def version() -> str:
     return f"{tf.__version__} (keras {keras.__version__})"
 
 
+class ConstantPadding2D(keras.layers.ZeroPadding2D):
+    """ZeroPadding2D with another fill value: -inf before a max pool, so that a pad never wins."""
+
+    def __init__(self, padding, value, **kwargs):
+        super().__init__(padding, **kwargs)
+        self.value = value
+
+    def call(self, inputs):
+        return keras.ops.pad(inputs, ((0, 0), *self.padding, (0, 0)), constant_values=self.value)
+
+
+def _keras_padding(pads, in_shape, kernel, stride):
+    """Keras's own name for ``pads`` ('valid'; 'same', TensorFlow's split with the odd row at the
+    bottom/right), or None: Keras has no other padding."""
+    if not any(sum(pads, ())):
+        return "valid"
+    return "same" if pads == same_pads(in_shape[2:], kernel, stride) else None
+
+
+def _conv(spec, name, layer, in_shape):
+    kernel, stride = layer.kernel_hw, layer.stride_hw
+    padding = _keras_padding(layer.pads, in_shape, kernel, stride)
+    conv = partial(keras.layers.Conv2D, layer.out_channels, kernel, strides=stride, use_bias=layer.bias, name=name)
+    if padding:
+        return conv(padding=padding)
+    return keras.Sequential([keras.layers.ZeroPadding2D(layer.pads, name=f"{name}_pad"), conv()], name=name)
+
+
+def _avg_divisor(layer, pads, in_hw):
+    """(OH, OW): the positions each window of the pool over the input padded by ``pads`` divides
+    by: the input's, and with count_include_pad the explicit pads' too, never ceil_mode's overhang."""
+    counts = []
+    for size, (top, bottom), explicit, k, s in zip(in_hw, pads, layer.pads, layer.size_hw, layer.stride_hw):
+        counted = np.zeros(top + size + bottom)  # along this axis, 1 where a position counts
+        if layer.count_include_pad:
+            counted[:top + size + explicit[1]] = 1
+        else:
+            counted[top:top + size] = 1
+        counts.append([counted[start:start + k].sum() for start in range(0, len(counted) - k + 1, s)])
+    return np.outer(*counts)
+
+
+def _pool(spec, name, layer, in_shape):
+    size, stride = layer.size_hw, layer.stride_hw
+    pads = pool_pads(layer, in_shape[2:])  # ceil_mode's overhang included, so the pool has no ceil_mode
+    padding = _keras_padding(pads, in_shape, size, stride)
+    pool = partial(_POOLS[layer.kind], size, stride, name=name)
+    if layer.kind == "max":
+        if padding:  # TensorFlow's 'same' max pool never picks a pad
+            return pool(padding=padding)
+        return keras.Sequential([ConstantPadding2D(pads, -np.inf, name=f"{name}_pad"), pool()], name=name)
+    # Keras's 'same' average divides by the input positions alone: the spec's divisor where no
+    # explicit pad counts in it
+    if padding == "valid" or padding == "same" and (not layer.count_include_pad or not any(sum(layer.pads, ()))):
+        return pool(padding=padding)
+    # Otherwise zero pads and a valid pool, which divides by the whole window (kh * kw): right for
+    # count_include_pad without an overhang, else rescaled per output position to the spec's divisor
+    slot = [keras.layers.ZeroPadding2D(pads, name=f"{name}_pad"), pool()]
+    divisor = _avg_divisor(layer, pads, in_shape[2:])
+    if np.any(divisor != np.prod(size)):
+        slot.append(keras.layers.Rescaling((np.prod(size) / divisor)[..., None].astype(np.float32),
+                                           name=f"{name}_divisor"))
+    return keras.Sequential(slot, name=name)
+
+
+def _activation(spec, name, layer, in_shape):
+    return keras.layers.Activation(layer.fn, name=name)
+
+
+def _flatten(spec, name, layer, in_shape):
+    if not flattens_channels_first(spec):  # the next dense layer's rows are reordered instead
+        return keras.layers.Flatten(name=name)
+    # no dense layer after it to take up Keras's H*W*C order: NHWC -> NCHW first, so C*H*W
+    return keras.Sequential([keras.layers.Permute((3, 1, 2), name=f"{name}_nchw"), keras.layers.Flatten()], name=name)
+
+
+def _dense(spec, name, layer, in_shape):
+    return keras.layers.Dense(layer.units, name=name)
+
+
+def _batchnorm(spec, name, layer, in_shape):
+    # Keras 3.15 (TF 2.21) follows the neutral conventions as they are: momentum weights the old
+    # running value, eps is used as given, the moving variance is the biased one.
+    return keras.layers.BatchNormalization(axis=-1, momentum=layer.momentum, epsilon=layer.eps, name=name)
+
+
+# layer type -> (spec, name, layer, input shape) -> the Keras layer for it
+_LAYERS = {Conv2D: _conv, Pool2D: _pool, Activation: _activation, Flatten: _flatten, Dense: _dense,
+           BatchNorm: _batchnorm}
+
+
 def build(spec):
+    for name, layer in spec.named_layers():  # all first: a flatten's translation reads the layers after it
+        if type(layer) not in _LAYERS:
+            raise unsupported_layer(NAME, name, layer)
     c, h, w = spec.input_shape
     layers = [keras.Input(shape=(h, w, c))]
-    for name, layer, _, _ in layer_table(spec):
-        if isinstance(layer, Conv2D):
-            if layer.padding:  # Keras has only 'valid'/'same'; explicit zero padding is exact
-                layers.append(keras.layers.ZeroPadding2D(layer.padding, name=f"{name}_pad"))
-            layers.append(keras.layers.Conv2D(layer.out_channels, layer.kernel, strides=layer.stride,
-                                              name=name))
-        elif isinstance(layer, Pool2D):
-            layers.append(_POOLS[layer.kind](pool_size=layer.size, strides=layer.stride, name=name))
-        elif isinstance(layer, Activation):
-            layers.append(keras.layers.Activation(layer.fn, name=name))
-        elif isinstance(layer, Flatten):
-            layers.append(keras.layers.Flatten(name=name))
-        elif isinstance(layer, Dense):
-            layers.append(keras.layers.Dense(layer.units, name=name))
-        elif isinstance(layer, BatchNorm):
-            # Keras 3.15 (TF 2.21) follows the neutral conventions as they are: momentum weights
-            # the old running value, eps is used as given, the moving variance is the biased one.
-            layers.append(keras.layers.BatchNormalization(axis=-1, momentum=layer.momentum,
-                                                          epsilon=layer.eps, name=name))
-        else:
-            raise unsupported_layer(NAME, name, layer)
+    for name, layer, in_shape, _ in layer_table(spec):
+        layers.append(_LAYERS[type(layer)](spec, name, layer, in_shape))
     return keras.Sequential(layers, name=spec.name.replace("-", "_"))
 
 
@@ -61,7 +142,10 @@ _KERAS_NAMES = {"conv2d": {"weight": "kernel", "bias": "bias"}, "dense": {"weigh
 def _variables(model, spec):
     """(key, layout, variable) for every neutral array, in the neutral order."""
     for key, (keras_name, layout) in layouts(spec, _KERAS_NAMES).items():
-        yield key, layout, getattr(model.get_layer(key.split(".")[0]), keras_name)
+        slot = model.get_layer(key.split(".")[0])
+        if isinstance(slot, keras.Sequential):  # a padded conv: the Conv2D inside has the slot's name
+            slot = slot.get_layer(slot.name)
+        yield key, layout, getattr(slot, keras_name)
 
 
 def set_weights(model, spec, weights):
@@ -84,38 +168,48 @@ def forward(model, spec, x):
 
 def layer_outputs(model, spec, x):
     h, outputs = _nhwc(x), []
-    for layer in model.layers:
+    for layer in model.layers:  # one per spec layer (a padded one is a Sequential)
         h = layer(h, training=False)
-        if not layer.name.endswith("_pad"):
-            outputs.append((layer.name, h.numpy()))
+        outputs.append((layer.name, h.numpy()))
     return to_nchw(spec, outputs)
 
 
-def loss_and_grads(model, spec, x, y):
+def _correct(y, logits):
+    return tf.reduce_sum(tf.cast(tf.argmax(logits, axis=1, output_type=tf.int32) == y, tf.int32))
+
+
+# loss -> (loss of (y, output), the predictions it got right); squared_error counts none (as d2l's
+# `l = (Y_hat - Y) ** 2; l.sum()`: Keras's MeanSquaredError averages over the classes instead)
+_LOSSES = {"cross_entropy": (keras.losses.SparseCategoricalCrossentropy(from_logits=True), _correct),
+           "squared_error": (lambda y, out: tf.reduce_sum(tf.square(out - y)), lambda y, out: tf.constant(0))}
+
+
+def loss_and_grads(model, spec, x, y, loss):
     keys, layouts, variables = zip(*(v for v in _variables(model, spec) if not is_state(v[0])))
     with tf.GradientTape() as tape:
-        loss = _loss(tf.constant(y), model(_nhwc(x), training=True))
-    grads = tape.gradient(loss, list(variables))
-    return float(loss), {k: np.ascontiguousarray(to_neutral(g.numpy(), layout))
-                         for k, layout, g in zip(keys, layouts, grads)}
+        value = _LOSSES[loss][0](tf.constant(y), model(_nhwc(x), training=True))
+    grads = tape.gradient(value, list(variables))
+    return float(value), {k: np.ascontiguousarray(to_neutral(g.numpy(), layout))
+                          for k, layout, g in zip(keys, layouts, grads)}
 
 
-def trainer(model, spec, lr, compiled):
+def trainer(model, spec, lr, compiled, loss):
     optimizer = keras.optimizers.SGD(learning_rate=lr)
+    loss_fn, correct = _LOSSES[loss]
 
     def train_step(x, y):
         with tf.GradientTape() as tape:
-            logits = model(x, training=True)
-            loss = _loss(y, logits)
-        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables),
+            out = model(x, training=True)
+            value = loss_fn(y, out)
+        optimizer.apply_gradients(zip(tape.gradient(value, model.trainable_variables),
                                       model.trainable_variables))
-        return loss, tf.reduce_sum(tf.cast(tf.argmax(logits, axis=1, output_type=tf.int32) == y, tf.int32))
+        return value, correct(y, out)
 
     if compiled:
         train_step = tf.function(train_step)
 
     def step(x, y):
-        loss, correct = train_step(_nhwc(x), tf.constant(y))
-        return float(loss), int(correct)
+        value, right = train_step(_nhwc(x), tf.constant(y))
+        return float(value), int(right)
 
     return step

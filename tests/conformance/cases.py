@@ -64,8 +64,15 @@ HYPER_POOL_PAD = polylenet.Spec("hyper-pool-pad", (
     polylenet.pool2d("avg", (3, 2), stride=(2, 1), padding=((1, 1), (1, 0)), ceil_mode=True),
     polylenet.pool2d("max", 2, ceil_mode=True),
     polylenet.flatten(), polylenet.dense(10)), input_shape=(1, 10, 9))
+# A spec that ends with a flatten (no dense layer to take up an NHWC framework's H*W*C order:
+# the adapter must flatten channels first), and one with a batchnorm after that flatten.
+_FLATTEN_BODY = (polylenet.conv2d(4, 3, padding=1), polylenet.activation("tanh"), polylenet.pool2d("max", 2),
+                 polylenet.conv2d(5, (2, 3)), polylenet.activation("tanh"), polylenet.flatten())
+FLATTEN_END = polylenet.Spec("flatten-end", _FLATTEN_BODY, input_shape=(2, 7, 6))
+FLATTEN_BN_END = polylenet.Spec("flatten-bn-end", _FLATTEN_BODY + (polylenet.batchnorm(0.5, 0.1),),
+                                input_shape=(2, 7, 6))
 EXTRA_SPECS = {"edge": EDGE, "bn-edge": BN_EDGE, "hyper-conv": HYPER_CONV, "hyper-pool": HYPER_POOL,
-               "hyper-pool-pad": HYPER_POOL_PAD}
+               "hyper-pool-pad": HYPER_POOL_PAD, "flatten-end": FLATTEN_END, "flatten-bn-end": FLATTEN_BN_END}
 
 
 def conformance_weights(spec, seed=1):
