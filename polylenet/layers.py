@@ -95,6 +95,17 @@ def _padding_mode(where: str, padding: object) -> None:
                         "or explicit pads")
 
 
+def _resolved(layer, where: str, shape: Shape, window_key: str, window: object):
+    """``layer`` with a padding mode replaced by explicit pads for the NCHW input ``shape``."""
+    _padding_mode(where, layer.padding)
+    if not isinstance(layer.padding, str):
+        return layer
+    _needs_nchw(where, layer.type, shape)
+    window, stride = as_pair(where, window_key, window), as_pair(where, "stride", layer.stride)
+    pads = same_pads(shape[2:], window, stride) if layer.padding == "same" else ((0, 0), (0, 0))
+    return replace(layer, padding=pads)
+
+
 @dataclass(frozen=True)
 class Conv2D:
     """A 2-D cross-correlation (d2l's conv-layer chapter): ``kernel`` and ``stride`` an int or
@@ -128,13 +139,7 @@ class Conv2D:
 
     def resolved(self, where: str, shape: Shape) -> "Conv2D":
         """This layer with ``"same"``/``"valid"`` replaced by the explicit pads for ``shape``."""
-        _padding_mode(where, self.padding)
-        if not isinstance(self.padding, str):
-            return self
-        _needs_nchw(where, "conv2d", shape)
-        kernel, stride = as_pair(where, "kernel", self.kernel), as_pair(where, "stride", self.stride)
-        pads = same_pads(shape[2:], kernel, stride) if self.padding == "same" else ((0, 0), (0, 0))
-        return replace(self, padding=pads)
+        return _resolved(self, where, shape, "kernel", self.kernel)
 
     def output_shape(self, where: str, shape: Shape) -> Shape:
         _positive(where, out_channels=self.out_channels)
@@ -194,13 +199,8 @@ class Pool2D:
         return as_pads("pool2d", self.padding)
 
     def resolved(self, where: str, shape: Shape) -> "Pool2D":
-        _padding_mode(where, self.padding)
-        if not isinstance(self.padding, str):
-            return self
-        _needs_nchw(where, "pool2d", shape)
-        size, stride = as_pair(where, "size", self.size), as_pair(where, "stride", self.stride)
-        pads = same_pads(shape[2:], size, stride) if self.padding == "same" else ((0, 0), (0, 0))
-        return replace(self, padding=pads)
+        """This layer with ``"same"``/``"valid"`` replaced by the explicit pads for ``shape``."""
+        return _resolved(self, where, shape, "size", self.size)
 
     def output_shape(self, where: str, shape: Shape) -> Shape:
         if self.kind not in POOL_KINDS:
