@@ -13,7 +13,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from polylenet.layers import Activation, BatchNorm, Conv2D, Dense, Flatten, Pool2D, unsupported_layer
+from polylenet.layers import (
+    Activation,
+    BatchNorm,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool,
+    Pool2D,
+    unsupported_layer,
+)
 from polylenet.shapes import layer_table
 
 # Per layer type, (layer, input shape, feature order in) -> ({neutral attribute: layout}, feature
@@ -43,7 +53,7 @@ def _elementwise(layer, in_shape, chw):
 
 
 _LAYERS = {Conv2D: _conv, Pool2D: _elementwise, Activation: _elementwise, Flatten: _flatten, Dense: _dense,
-           BatchNorm: _batchnorm}
+           BatchNorm: _batchnorm, Dropout: _elementwise, GlobalAvgPool: _elementwise}
 
 
 def _walk(spec, channels_first):
@@ -94,6 +104,26 @@ def to_neutral(value, layout):
         c, h, w = chw
         return value.reshape(h, w, c).transpose(2, 0, 1).reshape(-1)
     return value.T if kind == "dense" else value
+
+
+def masks_to_native(spec, masks):
+    """Neutral dropout masks (:mod:`polylenet.masks`) in the framework's layout: NCHW ones as
+    NHWC, and (N, features) ones between a flatten and the next dense layer in H*W*C order, as
+    the features they multiply."""
+    if not masks:
+        return masks
+    orders, native = {}, {}
+    chw = None
+    for name, _, _, out_chw in _walk(spec, flattens_channels_first(spec)):
+        orders[name], chw = chw, out_chw  # the feature order of the layer's input
+    for name, mask in masks.items():
+        if mask.ndim == 4:
+            mask = mask.transpose(0, 2, 3, 1)
+        elif orders[name] is not None:
+            c, h, w = orders[name]
+            mask = mask.reshape(len(mask), c, h, w).transpose(0, 2, 3, 1).reshape(len(mask), -1)
+        native[name] = np.ascontiguousarray(mask)
+    return native
 
 
 def to_nchw(spec, outputs):

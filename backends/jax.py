@@ -15,9 +15,19 @@ import numpy as np
 import optax
 from flax import nnx
 
-from polylenet.backends._nhwc import flattens_channels_first, layouts, to_native, to_nchw, to_neutral
+from polylenet.backends._nhwc import flattens_channels_first, layouts, masks_to_native, to_native, to_nchw, to_neutral
 from polylenet.backends._pooling import pool_pads
-from polylenet.layers import Activation, BatchNorm, Conv2D, Dense, Flatten, Pool2D, unsupported_layer
+from polylenet.layers import (
+    Activation,
+    BatchNorm,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool,
+    Pool2D,
+    unsupported_layer,
+)
 from polylenet.shapes import is_state, layer_table
 
 NAME = "jax"
@@ -37,7 +47,12 @@ def version() -> str:
 def build(spec):
     # The parameters are abstract (shapes only): set_weights gives every one its value. Initializing
     # them for real compiled a few dozen small XLA kernels: 3.7 s of a process's first build here.
-    return nnx.eval_shape(lambda: _sequential(spec))
+    model = nnx.eval_shape(lambda: _sequential(spec))
+    for index, layer in enumerate(model.layers):  # eval_shape leaves nnx.Dropout's random stream abstract too
+        if isinstance(layer, nnx.Dropout):
+            layer.rngs.key.set_value(jax.random.key(index))
+            layer.rngs.count.set_value(jnp.zeros((), jnp.uint32))
+    return model
 
 
 def _conv(spec, layer, in_shape, rngs):
@@ -88,9 +103,17 @@ def _batchnorm(spec, layer, in_shape, rngs):
     return nnx.BatchNorm(in_shape[1], momentum=layer.momentum, epsilon=layer.eps, use_fast_variance=False, rngs=rngs)
 
 
+def _dropout(spec, layer, in_shape, rngs):
+    return nnx.Dropout(layer.p, rngs=rngs)  # d2l's JAX tab: nn.Dropout; model.eval() makes it the identity
+
+
+def _global_avg_pool(spec, layer, in_shape, rngs):
+    return partial(jnp.mean, axis=(1, 2), keepdims=True)  # NHWC: over H and W
+
+
 # layer type -> (spec, layer, input shape, rngs) -> the Flax module or function for it
 _LAYERS = {Conv2D: _conv, Pool2D: _pool, Activation: _activation, Flatten: _flatten, Dense: _dense,
-           BatchNorm: _batchnorm}
+           BatchNorm: _batchnorm, Dropout: _dropout, GlobalAvgPool: _global_avg_pool}
 
 
 def _sequential(spec):
@@ -148,14 +171,33 @@ _LOSSES = {"cross_entropy": (lambda logits, y: optax.softmax_cross_entropy_with_
            "squared_error": (lambda out, y: optax.squared_error(out, y).sum(), lambda out, y: 0)}
 
 
-def _loss(model, x, y, loss):
-    out = model(x)
+def _masks(spec, masks):
+    """Neutral masks as {layer position: NHWC mask} (a pytree: jitted arguments), or None."""
+    if masks is None:
+        return None
+    index = {name: i for i, name in enumerate(spec.layer_names())}
+    return {index[name]: jnp.asarray(mask) for name, mask in masks_to_native(spec, masks).items()}
+
+
+def _training_forward(model, x, masks):
+    """The model in training mode; with ``masks`` ({position: mask}), each nnx.Dropout's output is
+    its input times the given mask instead of the module's own draw."""
+    if masks is None:
+        return model(x)
+    for i, layer in enumerate(model.layers):
+        x = x * masks[i] if i in masks else layer(x)
+    return x
+
+
+def _loss(model, x, y, masks, loss):
+    out = _training_forward(model, x, masks)
     return _LOSSES[loss][0](out, y), out
 
 
-def loss_and_grads(model, spec, x, y, loss):
+def loss_and_grads(model, spec, x, y, loss, masks):
     model.train()
-    (value, _), grads = nnx.value_and_grad(_loss, has_aux=True)(model, _nhwc(x), jnp.asarray(y), loss)
+    (value, _), grads = nnx.value_and_grad(_loss, has_aux=True)(model, _nhwc(x), jnp.asarray(y),
+                                                                _masks(spec, masks), loss)
     index = {name: i for i, name in enumerate(spec.layer_names())}
     out = {}
     for key, (flax_name, layout) in layouts(spec, _FLAX_NAMES).items():
@@ -165,8 +207,8 @@ def loss_and_grads(model, spec, x, y, loss):
     return float(value), out
 
 
-def _train_step(model, optimizer, x, y, loss):
-    (value, out), grads = nnx.value_and_grad(_loss, has_aux=True)(model, x, y, loss)
+def _train_step(model, optimizer, x, y, masks, loss):
+    (value, out), grads = nnx.value_and_grad(_loss, has_aux=True)(model, x, y, masks, loss)
     optimizer.update(model, grads)  # optax SGD: w -= lr * grad
     return value, _LOSSES[loss][1](out, y)
 
@@ -180,13 +222,14 @@ def trainer(model, spec, lr, compiled, loss):
         model.train()
         cached_step = nnx.cached_partial(nnx.jit(_train_step, static_argnames="loss"), model, optimizer)
 
-    def step(x, y):
-        if compiled:
-            value, correct = cached_step(_nhwc(x), jnp.asarray(y), loss=loss)
+    def step(x, y, masks):
+        x, y, masks = _nhwc(x), jnp.asarray(y), _masks(spec, masks)
+        if compiled:  # the masks are jitted arguments, as the batch
+            value, correct = cached_step(x, y, masks, loss=loss)
         else:
             model.train()
             with jax.disable_jit():
-                value, correct = _train_step(model, optimizer, _nhwc(x), jnp.asarray(y), loss)
+                value, correct = _train_step(model, optimizer, x, y, masks, loss)
         return float(value), int(correct)
 
     return step

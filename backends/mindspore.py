@@ -8,7 +8,17 @@ from collections import OrderedDict
 
 import numpy as np
 
-from polylenet.layers import Activation, BatchNorm, Conv2D, Dense, Flatten, Pool2D, unsupported_layer
+from polylenet.layers import (
+    Activation,
+    BatchNorm,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool,
+    Pool2D,
+    unsupported_layer,
+)
 from polylenet.quiet import quiet_import
 from polylenet.shapes import is_state, layer_table, param_shapes
 
@@ -165,9 +175,17 @@ def _batchnorm(name, layer, in_shape):  # MindSpore's momentum is the neutral on
     return norm(in_shape[1], eps=layer.eps, momentum=layer.momentum)
 
 
+def _dropout(name, layer, in_shape):
+    return nn.Dropout(p=layer.p)  # MindSpore 2.x takes p=, the drop probability (keep_prob is deprecated)
+
+
+def _global_avg_pool(name, layer, in_shape):
+    return nn.AdaptiveAvgPool2d((1, 1))  # d2l's NiN; MindSpore 2.10's CPU kernel within 1e-7 of the oracle
+
+
 # layer type -> (name, layer, input shape) -> the MindSpore Cell for it
 _LAYERS = {Conv2D: _conv, Pool2D: _pool, Activation: _activation, Flatten: _flatten, Dense: _dense,
-           BatchNorm: _batchnorm}
+           BatchNorm: _batchnorm, Dropout: _dropout, GlobalAvgPool: _global_avg_pool}
 
 
 def build(spec):
@@ -227,26 +245,53 @@ _LOSSES = {"cross_entropy": (nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduc
            "squared_error": (nn.MSELoss(reduction="sum"), lambda out, y: 0)}
 
 
-def _loss_fn(model, loss):
-    loss_cell = _LOSSES[loss][0]
+class MaskedForward(nn.Cell):
+    """``model`` with each nn.Dropout's output its input times the given mask instead of its own
+    draw; ``masks`` a tuple of Tensors, one per dropout layer in order. The loop over the model's
+    own cells unrolls in GRAPH_MODE; the slots are constants. (A wrapper holding the cells in new
+    SequentialCells would rename the model's parameters: SequentialCell prefixes them.)"""
 
-    def loss_fn(x, y):
-        out = model(x)
+    def __init__(self, model):
+        super().__init__(auto_prefix=False)
+        self.model = model
+        dropouts = [isinstance(cell, nn.Dropout) for cell in model.cell_list]
+        self.slots = tuple(sum(dropouts[:i]) if drops else -1 for i, drops in enumerate(dropouts))
+
+    def construct(self, x, masks):
+        for cell, slot in zip(self.model.cell_list, self.slots):
+            if slot < 0:
+                x = cell(x)
+            else:
+                x = x * masks[slot]
+        return x
+
+
+def _loss_fn(model, loss):
+    loss_cell, masked = _LOSSES[loss][0], MaskedForward(model)
+
+    def loss_fn(x, y, *masks):  # no masks: the model's own cells (its nn.Dropout draws), the graph as before
+        out = masked(x, masks) if masks else model(x)
         return loss_cell(out, y), out
 
     return loss_fn
 
 
-def loss_and_grads(model, spec, x, y, loss):
+def _mask_tensors(spec, masks):
+    """The masks as a tuple of Tensors in dropout-layer order; none for None or {}."""
+    return tuple(ms.Tensor(masks[name]) for name in spec.layer_names() if name in (masks or {}))
+
+
+def loss_and_grads(model, spec, x, y, loss, masks):
     model.set_train(True)
     keys, params = zip(*((k, p) for k, p in _parameters(model, spec) if not is_state(k)))
     (value, _), grads = ms.value_and_grad(_loss_fn(model, loss), None, list(params), has_aux=True)(
-        ms.Tensor(x), ms.Tensor(y))
+        ms.Tensor(x), ms.Tensor(y), *_mask_tensors(spec, masks))
     return float(value.asnumpy()), {k: g.asnumpy() for k, g in zip(keys, grads)}
 
 
 class TrainStep(nn.Cell):
-    """One SGD step of ``model`` (forward, backward, update) as a Cell, so it can run as one graph."""
+    """One SGD step of ``model`` (forward, backward, update) as a Cell, so it can run as one graph;
+    the dropout masks, if given, are inputs of that graph like the batch."""
 
     def __init__(self, model, lr, loss):
         super().__init__(auto_prefix=False)
@@ -254,8 +299,8 @@ class TrainStep(nn.Cell):
         self.optimizer = nn.SGD(model.trainable_params(), learning_rate=lr)
         self.grad_fn = ms.value_and_grad(_loss_fn(model, loss), None, self.optimizer.parameters, has_aux=True)
 
-    def construct(self, x, y):
-        (loss, out), grads = self.grad_fn(x, y)
+    def construct(self, x, y, *masks):
+        (loss, out), grads = self.grad_fn(x, y, *masks)
         self.optimizer(grads)
         return loss, out
 
@@ -279,10 +324,10 @@ def trainer(model, spec, lr, compiled, loss):
     # compiled: the whole step as one graph; a new batch shape (the short last batch) compiles once more
     mode = _graph_mode if compiled else contextlib.nullcontext
 
-    def step(x, y):
+    def step(x, y, masks):
         model.set_train(True)
         with mode():
-            value, out = train_step(ms.Tensor(x), ms.Tensor(y))
+            value, out = train_step(ms.Tensor(x), ms.Tensor(y), *_mask_tensors(spec, masks))
         return float(value.asnumpy()), correct(out.asnumpy(), y)
 
     return step

@@ -5,7 +5,17 @@ from __future__ import annotations
 import numpy as np
 
 from polylenet.backends._pooling import ceil_overhang, native_ceil_mode
-from polylenet.layers import Activation, BatchNorm, Conv2D, Dense, Flatten, Pool2D, unsupported_layer
+from polylenet.layers import (
+    Activation,
+    BatchNorm,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool,
+    Pool2D,
+    unsupported_layer,
+)
 from polylenet.quiet import quiet_import
 from polylenet.shapes import is_state, layer_table, param_shapes
 
@@ -113,6 +123,8 @@ _TRANSLATIONS = {
     Flatten: lambda layer, in_shape, prefix: nn.Flatten(prefix=prefix),
     Dense: lambda layer, in_shape, prefix: nn.Dense(layer.units, in_units=in_shape[1], prefix=prefix),
     BatchNorm: _batchnorm,
+    Dropout: lambda layer, in_shape, prefix: nn.Dropout(layer.p, prefix=prefix),
+    GlobalAvgPool: lambda layer, in_shape, prefix: nn.GlobalAvgPool2D(prefix=prefix),
 }
 
 
@@ -167,9 +179,20 @@ def layer_outputs(model, spec, x):  # outside autograd.record(): predict mode
     return outputs
 
 
-def loss_and_grads(model, spec, x, y, loss):
+def _training_forward(model, spec, x, masks):
+    """The model under autograd.record() (training mode); with ``masks``, each Dropout block's
+    output is its input times the given mask instead of the block's own draw. The blocks then run
+    one by one, each its own cached graph where the model is hybridized."""
+    if masks is None:
+        return model(x)
+    for name, block in zip(spec.layer_names(), model):
+        x = x * mx.nd.array(masks[name]) if name in masks else block(x)
+    return x
+
+
+def loss_and_grads(model, spec, x, y, loss, masks):
     with autograd.record():  # training mode
-        value = _loss(model(mx.nd.array(x)), mx.nd.array(y), loss)
+        value = _loss(_training_forward(model, spec, mx.nd.array(x), masks), mx.nd.array(y), loss)
         if loss == "cross_entropy":
             value = value / len(y)  # the batch mean
     value.backward()
@@ -183,10 +206,10 @@ def trainer(model, spec, lr, compiled, loss):
     # static_alloc/static_shape keep its memory and shapes between steps (measured 1.1-1.2x here)
     model.hybridize(active=compiled, static_alloc=compiled, static_shape=compiled)
 
-    def step(x, y):
+    def step(x, y, masks):
         target = mx.nd.array(y)
         with autograd.record():
-            out = model(mx.nd.array(x))
+            out = _training_forward(model, spec, mx.nd.array(x), masks)
             value = _loss(out, target, loss)
         value.backward()
         if loss == "squared_error":  # the summed loss is the objective itself: no averaging

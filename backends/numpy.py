@@ -36,12 +36,12 @@ def layer_outputs(model, spec, x):
     return [(name, out.astype(np.float32)) for name, _, out, _ in trace]
 
 
-def loss_and_grads(model, spec, x, y, loss):
-    return model.loss_and_grads(x, y, loss)
+def loss_and_grads(model, spec, x, y, loss, masks):
+    return model.loss_and_grads(x, y, loss, masks)
 
 
 def trainer(model, spec, lr, compiled, loss):  # the reference is always eager
-    def step(x, y):
-        return model.sgd_step(x, y, lr, loss)
+    def step(x, y, masks):
+        return model.sgd_step(x, y, lr, loss, masks)
 
     return step

@@ -7,7 +7,17 @@ import math
 import numpy as np
 
 from polylenet.backends._pooling import ceil_overhang, native_ceil_mode
-from polylenet.layers import Activation, BatchNorm, Conv2D, Dense, Flatten, Pool2D, unsupported_layer
+from polylenet.layers import (
+    Activation,
+    BatchNorm,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool,
+    Pool2D,
+    unsupported_layer,
+)
 from polylenet.quiet import quiet_import
 from polylenet.shapes import is_state, layer_table, param_shapes
 
@@ -102,6 +112,9 @@ _TRANSLATIONS = {
     Flatten: lambda layer, in_shape: nn.Flatten(),
     Dense: lambda layer, in_shape: nn.Linear(in_shape[1], layer.units),
     BatchNorm: _batchnorm,
+    # inverted dropout, said outright: paddle's legacy "downgrade_in_infer" scales at inference instead
+    Dropout: lambda layer, in_shape: nn.Dropout(layer.p, mode="upscale_in_train"),
+    GlobalAvgPool: lambda layer, in_shape: nn.AdaptiveAvgPool2D(1),  # d2l's NiN
 }
 
 
@@ -184,11 +197,21 @@ _LOSSES = {  # (the loss, the dtype of its targets)
 }
 
 
-def loss_and_grads(model, spec, x, y, loss):
+def _training_forward(model, x, masks):
+    """The model in training mode; with ``masks``, each nn.Dropout's output is its input times
+    the given mask instead of the layer's own draw."""
+    if masks is None:
+        return model(x)
+    for name, layer in model.named_children():
+        x = x * paddle.to_tensor(masks[name]) if name in masks else layer(x)
+    return x
+
+
+def loss_and_grads(model, spec, x, y, loss, masks):
     objective, dtype = _LOSSES[loss]
     model.train()
     model.clear_gradients()
-    value = objective(model(paddle.to_tensor(x)), paddle.to_tensor(y, dtype=dtype))
+    value = objective(_training_forward(model, paddle.to_tensor(x), masks), paddle.to_tensor(y, dtype=dtype))
     value.backward()
     return float(value), {key: np.ascontiguousarray(to_neutral(param.grad.numpy(), layout))
                           for key, layout, param in _parameters(model, spec) if not is_state(key)}
@@ -198,11 +221,11 @@ def trainer(model, spec, lr, compiled, loss):
     optimizer = paddle.optimizer.SGD(learning_rate=lr, parameters=model.parameters())
     objective, dtype = _LOSSES[loss]
 
-    def step(x, y):
+    def step(x, y, masks):
         model.train()
         target = paddle.to_tensor(y, dtype=dtype)
         optimizer.clear_grad()  # before, not after: loss_and_grads leaves its gradients behind
-        out = model(paddle.to_tensor(x))
+        out = _training_forward(model, paddle.to_tensor(x), masks)
         value = objective(out, target)
         value.backward()
         optimizer.step()

@@ -10,9 +10,27 @@ from functools import partial
 
 import numpy as np
 
-from polylenet.backends._nhwc import flattens_channels_first, layouts, to_native, to_nchw, to_neutral
+from polylenet.backends._nhwc import (
+    flattens_channels_first,
+    layouts,
+    masks_to_native,
+    to_native,
+    to_nchw,
+    to_neutral,
+)
 from polylenet.backends._pooling import pool_pads
-from polylenet.layers import Activation, BatchNorm, Conv2D, Dense, Flatten, Pool2D, same_pads, unsupported_layer
+from polylenet.layers import (
+    Activation,
+    BatchNorm,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool,
+    Pool2D,
+    same_pads,
+    unsupported_layer,
+)
 from polylenet.quiet import quiet_import
 from polylenet.shapes import is_state, layer_table
 
@@ -117,9 +135,17 @@ def _batchnorm(spec, name, layer, in_shape):
     return keras.layers.BatchNormalization(axis=-1, momentum=layer.momentum, epsilon=layer.eps, name=name)
 
 
+def _dropout(spec, name, layer, in_shape):
+    return keras.layers.Dropout(layer.p, name=name)
+
+
+def _global_avg_pool(spec, name, layer, in_shape):
+    return keras.layers.GlobalAvgPool2D(keepdims=True, name=name)  # (N, 1, 1, C), as the spec's (N, C, 1, 1)
+
+
 # layer type -> (spec, name, layer, input shape) -> the Keras layer for it
 _LAYERS = {Conv2D: _conv, Pool2D: _pool, Activation: _activation, Flatten: _flatten, Dense: _dense,
-           BatchNorm: _batchnorm}
+           BatchNorm: _batchnorm, Dropout: _dropout, GlobalAvgPool: _global_avg_pool}
 
 
 def build(spec):
@@ -184,10 +210,24 @@ _LOSSES = {"cross_entropy": (keras.losses.SparseCategoricalCrossentropy(from_log
            "squared_error": (lambda y, out: tf.reduce_sum(tf.square(out - y)), lambda y, out: tf.constant(0))}
 
 
-def loss_and_grads(model, spec, x, y, loss):
+def _training_forward(model, x, masks):
+    """The model in training mode; with ``masks`` (NHWC tensors), each Dropout layer's output is
+    its input times the given mask instead of the layer's own draw."""
+    if masks is None:
+        return model(x, training=True)
+    for layer in model.layers:
+        x = x * masks[layer.name] if layer.name in masks else layer(x, training=True)
+    return x
+
+
+def _tf_masks(spec, masks):
+    return None if masks is None else {k: tf.constant(v) for k, v in masks_to_native(spec, masks).items()}
+
+
+def loss_and_grads(model, spec, x, y, loss, masks):
     keys, layouts, variables = zip(*(v for v in _variables(model, spec) if not is_state(v[0])))
     with tf.GradientTape() as tape:
-        value = _LOSSES[loss][0](tf.constant(y), model(_nhwc(x), training=True))
+        value = _LOSSES[loss][0](tf.constant(y), _training_forward(model, _nhwc(x), _tf_masks(spec, masks)))
     grads = tape.gradient(value, list(variables))
     return float(value), {k: np.ascontiguousarray(to_neutral(g.numpy(), layout))
                           for k, layout, g in zip(keys, layouts, grads)}
@@ -197,9 +237,9 @@ def trainer(model, spec, lr, compiled, loss):
     optimizer = keras.optimizers.SGD(learning_rate=lr)
     loss_fn, correct = _LOSSES[loss]
 
-    def train_step(x, y):
+    def train_step(x, y, masks):
         with tf.GradientTape() as tape:
-            out = model(x, training=True)
+            out = _training_forward(model, x, masks)
             value = loss_fn(y, out)
         optimizer.apply_gradients(zip(tape.gradient(value, model.trainable_variables),
                                       model.trainable_variables))
@@ -208,8 +248,8 @@ def trainer(model, spec, lr, compiled, loss):
     if compiled:
         train_step = tf.function(train_step)
 
-    def step(x, y):
-        value, right = train_step(_nhwc(x), tf.constant(y))
+    def step(x, y, masks):
+        value, right = train_step(_nhwc(x), tf.constant(y), _tf_masks(spec, masks))
         return float(value), int(right)
 
     return step

@@ -10,7 +10,17 @@ from torch import nn
 from torch.nn import functional as F
 
 from polylenet.backends._pooling import ceil_overhang
-from polylenet.layers import Activation, BatchNorm, Conv2D, Dense, Flatten, Pool2D, unsupported_layer
+from polylenet.layers import (
+    Activation,
+    BatchNorm,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool,
+    Pool2D,
+    unsupported_layer,
+)
 from polylenet.shapes import is_state, layer_table, param_shapes
 
 NAME = "torch"
@@ -102,6 +112,8 @@ _TRANSLATIONS = {
     Flatten: lambda layer, in_shape: nn.Flatten(),
     Dense: lambda layer, in_shape: nn.Linear(in_shape[1], layer.units),
     BatchNorm: _batchnorm,
+    Dropout: lambda layer, in_shape: nn.Dropout(layer.p),
+    GlobalAvgPool: lambda layer, in_shape: nn.AdaptiveAvgPool2d((1, 1)),  # d2l's NiN
 }
 
 
@@ -162,10 +174,24 @@ _LOSSES = {
 }
 
 
-def loss_and_grads(model, spec, x, y, loss):
+def _training_forward(model, x, masks):
+    """The model in training mode; with ``masks``, each nn.Dropout's output is its input times
+    the given mask instead of the module's own draw."""
+    if masks is None:
+        return model(x)
+    for name, module in model.named_children():
+        x = x * masks[name] if name in masks else module(x)
+    return x
+
+
+def _torch_masks(masks):
+    return None if masks is None else {name: torch.from_numpy(mask) for name, mask in masks.items()}
+
+
+def loss_and_grads(model, spec, x, y, loss, masks):
     model.train()
     model.zero_grad()
-    value = _LOSSES[loss](model(torch.from_numpy(x)), torch.from_numpy(y))
+    value = _LOSSES[loss](_training_forward(model, torch.from_numpy(x), _torch_masks(masks)), torch.from_numpy(y))
     value.backward()
     return value.item(), {key: t.grad.numpy().copy() for key, t in _tensors(model, spec) if not is_state(key)}
 
@@ -174,11 +200,11 @@ def trainer(model, spec, lr, compiled, loss):
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     objective = _LOSSES[loss]
 
-    def step(x, y):
+    def step(x, y, masks):
         model.train()
         target = torch.from_numpy(y)
         optimizer.zero_grad()
-        out = model(torch.from_numpy(x))
+        out = _training_forward(model, torch.from_numpy(x), _torch_masks(masks))
         value = objective(out, target)
         value.backward()
         optimizer.step()

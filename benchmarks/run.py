@@ -1,12 +1,20 @@
 """Benchmark: d2l's own training loop (a) against polylenet.train (b), per backend.
 
-Same data (Fashion-MNIST), same batch size 256, same epochs, CPU. Every measurement runs in a
-fresh child process started with the backend's own environment (tox's ``.tox/<backend>``, as
-``polylenet compare`` finds it), so each peak-memory figure is that run's alone.
+Same data (Fashion-MNIST), same batch size (the book's: 256 for LeNet), same epochs, CPU. Every
+measurement runs in a fresh child process started with the backend's own environment (tox's
+``.tox/<backend>``, as ``polylenet compare`` finds it), so each peak-memory figure is that run's alone.
 
     python benchmarks/run.py                      # all six backends, 1 epoch
     python benchmarks/run.py --backends torch,mxnet --epochs 2 --eager
     POLYLENET_DATA=../shared/data python benchmarks/run.py   # data beside the checkout
+    python benchmarks/run.py --spec alexnet --train-subset 256   # d2l's AlexNet chapter
+
+``--spec alexnet`` (or ``alexnet-tf-tab``) runs d2l's AlexNet chapter instead: each tab's own
+AlexNet and train_ch6 loop (d2l_alexnet_loops.py) against polylenet.train on that spec, at the
+book's lr 0.01 and batch 128, on 224x224 inputs. Both sides get the same pixels: the d2l loop is
+handed the images already resized by polylenet's resize, outside its timing; polylenet's figure
+includes its per-batch resize, as its training loop does it. Keep the subsets small: AlexNet on
+a CPU trains at tens of images a second.
 
 Prints a table: examples/sec of (a) by d2l's Timer (steps only, as train_ch6 reports it) and by
 the wall clock, of (b) by the wall clock, both ratios, and peak memory (RSS) of each.
@@ -26,24 +34,35 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # this checkout's polylenet (its core needs only numpy)
 
+# The specs of d2l's AlexNet chapter that d2l_alexnet_loops.py has the book's loops for (the
+# loops follow each tab's own AlexNet, whichever of the two specs polylenet trains)
+MODERN = ("alexnet", "alexnet-tf-tab")
+
 
 def child(args: argparse.Namespace) -> None:
     import polylenet
-    from polylenet.training import TrainConfig, fixed_subset, to_inputs
+    from polylenet.resize import to_model_inputs
+    from polylenet.training import TrainConfig, book_batch_size, book_lr, fixed_subset
 
     data = polylenet.load_data("fashion-mnist", args.data_dir)
-    config = TrainConfig(epochs=args.epochs, train_subset=args.train_subset, test_subset=1000,
+    config = TrainConfig(lr=book_lr(args.spec), batch_size=book_batch_size(args.spec), epochs=args.epochs,
+                         train_subset=args.train_subset, test_subset=test_subset(args),
                          compiled=not args.eager)
     if args.child == "d2l":
         sys.path.insert(0, str(HERE))
-        from d2l_loops import LOOPS
+        if args.spec in MODERN:
+            from d2l_alexnet_loops import LOOPS
+        else:
+            from d2l_loops import LOOPS
 
         idx = fixed_subset(len(data.train_labels), args.train_subset)
-        x, y = to_inputs(data.train_images[idx]), data.train_labels[idx]
+        # the d2l loop is given the spec's inputs (for AlexNet: resized to 224x224, untimed)
+        x = to_model_inputs(data.train_images[idx], polylenet.load_spec(args.spec).input_shape)
+        y = data.train_labels[idx]
         seconds, steps = LOOPS[args.backend](x, y, args.epochs, config.lr, config.batch_size)
         examples = len(x) * args.epochs
     else:
-        history = polylenet.train("lenet5", backend=args.backend, config=config, data=data, progress=False)
+        history = polylenet.train(args.spec, backend=args.backend, config=config, data=data, progress=False)
         examples = sum(len(fixed_subset(len(data.train_labels), args.train_subset)) for _ in history.epochs)
         seconds = steps = sum(len(fixed_subset(len(data.train_labels), args.train_subset)) / e.examples_per_sec
                               for e in history.epochs)  # polylenet's epochs are timed whole
@@ -52,11 +71,20 @@ def child(args: argparse.Namespace) -> None:
                       "seconds": seconds, "peak_mb": peak}))
 
 
+def test_subset(args: argparse.Namespace) -> int:
+    """The test images polylenet evaluates on after each epoch (untimed): 1000 for LeNet, 100 for AlexNet."""
+    if args.test_subset is not None:
+        return args.test_subset
+    return 100 if args.spec in MODERN else 1000
+
+
 def measure(python: str, which: str, backend: str, args: argparse.Namespace) -> dict:
     cmd = [python, str(Path(__file__).resolve()), "--child", which, "--backend", backend,
-           "--epochs", str(args.epochs)]
+           "--epochs", str(args.epochs), "--spec", args.spec]
     if args.train_subset:
         cmd += ["--train-subset", str(args.train_subset)]
+    if args.test_subset:
+        cmd += ["--test-subset", str(args.test_subset)]
     if args.data_dir:
         cmd += ["--data-dir", args.data_dir]
     if args.eager:
@@ -72,7 +100,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backends", default="all")
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--spec", default="lenet5", choices=["lenet5", *MODERN],
+                        help="lenet5 (d2l_loops.py) or d2l's AlexNet chapter (d2l_alexnet_loops.py)")
     parser.add_argument("--train-subset", type=int, default=None)
+    parser.add_argument("--test-subset", type=int, default=None,
+                        help="polylenet's (untimed) evaluation set: default 1000 for lenet5, 100 for AlexNet")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--eager", action="store_true", help="polylenet without compiled steps")
     parser.add_argument("--envs", default=None, help="folder of per-backend envs (default .tox)")
@@ -85,14 +117,24 @@ def main() -> None:
 
     from polylenet.compare import backend_list, find_python
     from polylenet.data import DataError, load_data
+    from polylenet.specfile import load_spec
 
     try:  # find the data once, here, so every child reads the same files
         args.data_dir = str(load_data("fashion-mnist", args.data_dir).source)
     except DataError as exc:
         sys.exit(f"benchmark: {exc}")
 
+    from polylenet.training import book_batch_size, book_lr
+
+    shape = load_spec(args.spec).input_shape
+    n = min(args.train_subset or 60000, 60000)
+    if 4 * n * shape[0] * shape[1] * shape[2] > 4 * 2**30:  # the d2l child holds its (resized) inputs at once
+        sys.exit(f"benchmark: {n} images at {shape[1]}x{shape[2]} are over 4 GiB of float32 inputs for the d2l "
+                 f"loop; give a smaller --train-subset")
+    size = "x".join(map(str, shape[1:]))
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"Python {platform.python_version()}; Fashion-MNIST, lenet5, batch 256, {args.epochs} epoch(s)"
+          f"Python {platform.python_version()}; Fashion-MNIST at {size}, {args.spec}, lr {book_lr(args.spec)}, "
+          f"batch {book_batch_size(args.spec)}, {args.epochs} epoch(s)"
           + (f" on {args.train_subset} images" if args.train_subset else "")
           + ("; polylenet eager" if args.eager else "; polylenet compiled steps"), flush=True)
     header = (f"{'backend':<11} {'d2l timer ex/s':>15} {'d2l wall ex/s':>14} {'polylenet ex/s':>15} "

@@ -14,7 +14,9 @@ and run on the same images:
   max-pool.
 
 on 28x28 Fashion-MNIST images (``$POLYLENET_DATA``, else seeded random ones) and the same images
-cropped to 27x27.
+cropped to 27x27. Then AlexNet: d2l's PyTorch/Paddle tabs pad its first convolution by 1, its
+MXNet/TensorFlow tabs do not (both 54x54): ``alexnet`` against ``alexnet-tf-tab`` on the same
+weights and the same images resized to 224x224 (the first ``--alexnet-images``).
 
     .tox/core/bin/python benchmarks/tabs_disagree.py [--backends numpy,onnxruntime] [--images 256]
 """
@@ -67,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backends", default="numpy", help="comma-separated, or 'all' installed here")
     parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--alexnet-images", type=int, default=64, help="0 to skip AlexNet")
     args = parser.parse_args(argv)
     backends = polylenet.available_backends() if args.backends == "all" else args.backends.split(",")
     full, source = images(args.images)
@@ -90,7 +93,28 @@ def main(argv: list[str] | None = None) -> int:
                       f"| {pads_of(tf_tab)} -> {'x'.join(map(str, shapes[1]))} | {backend} "
                       f"| {'shapes differ' if diff is None else f'{diff.max():.3g}'} "
                       f"| {'-' if diff is None else f'{np.mean(diff > DIFFER):.1%}'} |")
+    if args.alexnet_images:
+        alexnet_tabs(full[:args.alexnet_images], backends)
     return 0
+
+
+def alexnet_tabs(x28: np.ndarray, backends: list[str]) -> None:
+    from polylenet.resize import resize_bilinear
+
+    x = resize_bilinear(x28, 224, 224)
+    torch_tab, tf_tab = polylenet.load_spec("alexnet"), polylenet.load_spec("alexnet-tf-tab")
+    weights = polylenet.init_weights(torch_tab, seed=0)  # the same arrays fit both
+    print(f"\nAlexNet on {len(x)} of those images resized to 224x224, init_weights(seed 0):\n")
+    print("| backend | conv1: max abs difference | outputs that differ | logits: max abs difference "
+          "| relative to the largest logit | same prediction |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for backend in backends:
+        a = dict(polylenet.layer_outputs(polylenet.build(torch_tab, backend=backend, weights=weights), x))
+        b = dict(polylenet.layer_outputs(polylenet.build(tf_tab, backend=backend, weights=weights), x))
+        conv, logits = np.abs(a["conv1"] - b["conv1"]), np.abs(a["dense3"] - b["dense3"])
+        print(f"| {backend} | {conv.max():.3g} | {np.mean(conv > DIFFER):.1%} | {logits.max():.3g} "
+              f"| {logits.max() / np.abs(a['dense3']).max():.1%} "
+              f"| {np.mean(a['dense3'].argmax(1) == b['dense3'].argmax(1)):.1%} |")
 
 
 if __name__ == "__main__":

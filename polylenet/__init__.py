@@ -31,13 +31,22 @@ from polylenet.errors import (
     TrainingDiverged,
     WeightsError,
 )
-from polylenet.layers import activation, batchnorm, conv2d, dense, flatten, pool2d
+from polylenet.layers import activation, batchnorm, conv2d, dense, dropout, flatten, global_avg_pool, pool2d
 from polylenet.onnxfile import export_onnx, import_onnx
 from polylenet.registry import available_backends, known_backends
 from polylenet.shapes import format_shape_table, param_shapes, spec_layer_shapes
 from polylenet.spec import VARIANTS, Spec
 from polylenet.specfile import load_spec, save_spec
-from polylenet.training import EpochStats, History, TrainConfig, batch_order, book_lr, evaluate, train
+from polylenet.training import (
+    EpochStats,
+    History,
+    TrainConfig,
+    batch_order,
+    book_batch_size,
+    book_lr,
+    evaluate,
+    train,
+)
 from polylenet.weights import init_weights, load_weights, save_weights
 
 __version__ = "0.1.0"
@@ -47,8 +56,9 @@ __all__ = [
     "backend_of", "build", "forward", "get_weights", "layer_outputs", "layer_shapes", "loss_and_grads",
     "set_weights", "spec_of", "trainer", "available_backends", "known_backends",
     "format_shape_table", "param_shapes", "spec_layer_shapes", "VARIANTS", "Spec", "activation",
-    "conv2d", "batchnorm", "dense", "flatten", "load_spec", "pool2d", "save_spec", "init_weights",
+    "conv2d", "batchnorm", "dense", "dropout", "flatten", "global_avg_pool", "load_spec", "pool2d", "save_spec",
+    "init_weights",
     "load_weights", "save_weights", "load_checkpoint", "save_checkpoint", "DataError", "load_data",
     "read_idx", "CheckpointError", "TrainingDiverged", "EpochStats", "History", "TrainConfig",
-    "batch_order", "book_lr", "evaluate", "train", "OnnxError", "export_onnx", "import_onnx",
+    "batch_order", "book_batch_size", "book_lr", "evaluate", "train", "OnnxError", "export_onnx", "import_onnx",
 ]

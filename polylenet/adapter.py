@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import inspect
 from types import ModuleType
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Callable, Optional, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from polylenet.errors import BackendError
 from polylenet.spec import Spec
 from polylenet.weights import Weights
 
-Step = Callable[[np.ndarray, np.ndarray], tuple[float, int]]
+Step = Callable[[np.ndarray, np.ndarray, Optional[dict]], tuple[float, int]]
 
 INFERENCE = "inference"
 TRAINING = "training"
@@ -78,22 +78,31 @@ class Adapter(Protocol):
         the model through it."""
 
     def loss_and_grads(self, model: Any, spec: Spec, x: np.ndarray, y: np.ndarray,
-                       loss: str) -> tuple[float, Weights]:
+                       loss: str, masks: Optional[dict]) -> tuple[float, Weights]:
         """Training mode on one batch: the loss named ``loss`` (one of :data:`LOSSES`) of the
         output against ``y``, and its gradient for every trainable key (not the running
         statistics), neutral layout. ``"cross_entropy"``: the mean softmax cross-entropy of the
         logits against int32 labels ``y`` (N,). ``"squared_error"``: the sum over every element
         of ``(output - y) ** 2`` against float32 targets ``y`` of the output's shape
         (N, num_classes), as d2l's conv-layer section (``l.sum().backward()``). Updates the
-        running statistics, as a training forward pass does; leaves the parameters alone."""
+        running statistics, as a training forward pass does; leaves the parameters alone.
+
+        ``masks`` says how the spec's dropout layers drop: None, the framework's own dropout
+        layer with its own random draw; or a dict with one contiguous float32 array per dropout
+        layer name, of that layer's input shape in the neutral layout (NCHW or (N, features)),
+        holding 0 or 1 / (1 - p) (:func:`polylenet.masks.dropout_masks`): the layer's output is
+        then exactly its input times that array, which the adapter converts to its layout (a
+        spec without dropout gets ``{}``). Evaluation mode never drops."""
 
     def trainer(self, model: Any, spec: Spec, lr: float, compiled: bool, loss: str) -> Step:
-        """``step(x, y) -> (loss, correct predictions)``: one minibatch SGD step
+        """``step(x, y, masks) -> (loss, correct predictions)``: one minibatch SGD step
         (``w -= lr * grad``) in training mode with the framework's own optimizer, on the loss
-        named ``loss`` with ``y`` as ``loss_and_grads`` takes them. For ``"cross_entropy"`` it
-        counts the predictions the loss was computed on; for ``"squared_error"`` (targets, not
-        labels) it returns ``(loss, 0)``. ``compiled`` picks the framework's compiled step where
-        it has one; ``compiled=False`` must run every op eagerly."""
+        named ``loss`` with ``y`` and ``masks`` as ``loss_and_grads`` takes them (given masks
+        are inputs of the compiled step, like the batch: a new batch's masks must not retrace or
+        recompile it). For ``"cross_entropy"`` it counts the predictions the loss was computed
+        on; for ``"squared_error"`` (targets, not labels) it returns ``(loss, 0)``. ``compiled``
+        picks the framework's compiled step where it has one; ``compiled=False`` must run every
+        op eagerly."""
 
 
 INFERENCE_FUNCTIONS = ("version", "build", "set_weights", "get_weights", "forward", "layer_outputs")

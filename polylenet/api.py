@@ -10,6 +10,7 @@ import numpy as np
 
 from polylenet.adapter import LOSSES, TRAINING
 from polylenet.errors import BackendError, ConfigError
+from polylenet.masks import check_masks
 from polylenet.registry import get_backend, resolve_name
 from polylenet.shapes import Shape
 from polylenet.spec import Spec
@@ -140,36 +141,56 @@ def _targets(spec: Spec, loss: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(y, dtype=np.int32)
 
 
-def loss_and_grads(model: Any, x: np.ndarray, y: np.ndarray, loss: str = "cross_entropy") -> tuple[float, Weights]:
+def _masks(spec: Spec, masks: Optional[Mapping[str, np.ndarray]], x: np.ndarray) -> Optional[dict]:
+    if masks is None:
+        return None if any(layer.type == "dropout" for layer in spec.layers) else {}
+    return check_masks(spec, masks, x.shape[0])
+
+
+def loss_and_grads(model: Any, x: np.ndarray, y: np.ndarray, loss: str = "cross_entropy",
+                   masks: Optional[Mapping[str, np.ndarray]] = None) -> tuple[float, Weights]:
     """One batch's loss and its gradients as neutral arrays, in training mode: no parameter
     changes, but batchnorm's running statistics are updated as by a training step.
 
     ``loss`` is one of :data:`polylenet.adapter.LOSSES`: ``"cross_entropy"`` (the mean softmax
     cross-entropy, ``y`` int class labels (N,)) or ``"squared_error"`` (the sum over every
     element of ``(output - y) ** 2``, ``y`` float targets (N, num_classes), as d2l's conv-layer
-    section)."""
+    section). ``masks``: None for the framework's own dropout, or one array per dropout layer
+    (:func:`polylenet.masks.dropout_masks`), applied exactly, so every backend drops alike.
+
+    >>> import numpy as np, polylenet
+    >>> from polylenet.masks import dropout_masks
+    >>> spec = polylenet.Spec("tiny", (polylenet.flatten(), polylenet.dropout(0.5), polylenet.dense(10)),
+    ...                       input_shape=(1, 2, 2))
+    >>> model = polylenet.build(spec, backend="numpy")
+    >>> x, y = np.ones((3, 1, 2, 2), np.float32), np.array([0, 1, 2])
+    >>> loss, grads = polylenet.loss_and_grads(model, x, y, masks=dropout_masks(spec, 3, 0, 0, 0))
+    >>> grads["dense1.weight"].shape
+    (10, 4)
+    """
     adapter, spec = _trainable(model)
     loss = _loss(loss)
     x = _batch(spec, x)
-    return adapter.loss_and_grads(model, spec, x, _targets(spec, loss, x, y), loss)
+    return adapter.loss_and_grads(model, spec, x, _targets(spec, loss, x, y), loss, _masks(spec, masks, x))
 
 
 def trainer(model: Any, lr: float, compiled: bool = True,
-            loss: str = "cross_entropy") -> Callable[[np.ndarray, np.ndarray], tuple[float, int]]:
+            loss: str = "cross_entropy") -> Callable[..., tuple[float, int]]:
     """A minibatch SGD step with the framework's own optimizer.
 
-    ``step(x, y) -> (loss, number of correct predictions)`` for the batch, as d2l's
+    ``step(x, y, masks=None) -> (loss, number of correct predictions)`` for the batch, as d2l's
     ``train_ch6`` accumulates them; the predictions are those the step computed its loss on.
-    ``loss`` and ``y`` as :func:`loss_and_grads`; with ``"squared_error"`` the count is 0 (its
-    targets are not labels). ``compiled`` uses the framework's compiled step where it is faster
-    (``tf.function``, Gluon ``hybridize``); ``compiled=False`` keeps every op eager, for debugging.
+    ``loss``, ``y`` and ``masks`` as :func:`loss_and_grads`; with ``"squared_error"`` the count
+    is 0 (its targets are not labels). ``compiled`` uses the framework's compiled step where it
+    is faster (``tf.function``, Gluon ``hybridize``); ``compiled=False`` keeps every op eager,
+    for debugging.
     """
     adapter, spec = _trainable(model)
     loss = _loss(loss)
     step = adapter.trainer(model, spec, lr, compiled, loss)
 
-    def checked(x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
+    def checked(x: np.ndarray, y: np.ndarray, masks: Optional[Mapping[str, np.ndarray]] = None) -> tuple[float, int]:
         x = _batch(spec, x)
-        return step(x, _targets(spec, loss, x, y))
+        return step(x, _targets(spec, loss, x, y), _masks(spec, masks, x))
 
     return checked

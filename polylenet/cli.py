@@ -17,28 +17,37 @@ import numpy as np
 from polylenet.errors import PolylenetError
 
 
-def _add_protocol(p: argparse.ArgumentParser) -> None:
+def _add_protocol(p: argparse.ArgumentParser, dropout: str) -> None:
+    from polylenet.masks import DROPOUT_MODES
     from polylenet.training import TrainConfig
 
     d = TrainConfig()
     p.add_argument("--spec", default="lenet5", help="variant name or .json/.yaml spec file (default lenet5)")
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--lr", type=float, default=None,
-                   help=f"learning rate (default: the book's for the spec, {d.lr}; lenet-bn 1.0)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
+                   help=f"learning rate (default: the book's for the spec, {d.lr}; lenet-bn 1.0; alexnet 0.01, "
+                        "vgg11-small 0.05, nin 0.1)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help=f"default: the book's for the spec ({d.batch_size}; 128 for the modern CNNs)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--dataset", default=d.dataset, choices=["fashion-mnist", "mnist"])
     p.add_argument("--train-subset", type=int, default=None, help="train on a fixed random subset of N images")
+    p.add_argument("--test-subset", type=int, default=None,
+                   help="evaluate (and record logits) on a fixed random subset of N test images")
+    p.add_argument("--dropout", default=dropout, choices=list(DROPOUT_MODES),
+                   help=f"native: each framework's own dropout draws; shared: the same NumPy-drawn masks on "
+                        f"every backend (default {dropout})")
     p.add_argument("--data-dir", default=None, help="folder holding fashion-mnist/ (or the four files)")
     p.add_argument("--eager", action="store_true", help="no compiled steps (tf.function, hybridize): for debugging")
 
 
 def _config(args: argparse.Namespace):
-    from polylenet.training import TrainConfig, book_lr
+    from polylenet.training import TrainConfig, book_batch_size, book_lr
 
-    return TrainConfig(lr=book_lr(args.spec) if args.lr is None else args.lr, batch_size=args.batch_size,
-                       epochs=args.epochs, seed=args.seed,
-                       dataset=args.dataset, train_subset=args.train_subset, compiled=not args.eager)
+    return TrainConfig(lr=book_lr(args.spec) if args.lr is None else args.lr,
+                       batch_size=book_batch_size(args.spec) if args.batch_size is None else args.batch_size,
+                       epochs=args.epochs, seed=args.seed, dataset=args.dataset, train_subset=args.train_subset,
+                       test_subset=args.test_subset, dropout=args.dropout, compiled=not args.eager)
 
 
 def _add_weights_source(p: argparse.ArgumentParser) -> None:
@@ -60,7 +69,7 @@ def parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="run the d2l protocol on one backend")
     train.add_argument("--backend", default=None)
-    _add_protocol(train)
+    _add_protocol(train, dropout="native")
     train.add_argument("--out", default=None, help="folder for history.json and per-epoch checkpoints")
     train.add_argument("--resume", default=None, help="checkpoint to continue from")
     train.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
@@ -69,7 +78,7 @@ def parser() -> argparse.ArgumentParser:
 
     compare = sub.add_parser("compare", help="the same protocol on every backend, one report")
     compare.add_argument("--backends", default="all", help="all, or a comma-separated list")
-    _add_protocol(compare)
+    _add_protocol(compare, dropout="shared")
     compare.add_argument("--out", default="runs/compare", help="folder for report.md, report.json and plots")
     compare.add_argument("--envs", default=None,
                          help="folder of per-backend virtualenvs (default: $POLYLENET_ENVS, else .tox)")
@@ -158,14 +167,19 @@ def _record(args: argparse.Namespace, out: Path, history) -> None:
     from polylenet.atomic import atomic_write
     from polylenet.checkpoint import load_checkpoint
     from polylenet.data import load_data
-    from polylenet.training import to_inputs
+    from polylenet.resize import to_model_inputs
+    from polylenet.training import eval_batch_size, fixed_subset
 
     config = _config(args)
-    test = to_inputs(load_data(config.dataset, args.data_dir).test_images)
+    images = load_data(config.dataset, args.data_dir).test_images
+    test = images[fixed_subset(len(images), config.test_subset)]  # the images the run evaluated on
     weights, _ = load_checkpoint(out / f"checkpoint-epoch{config.epochs:02d}.npz")
     initial = build(args.spec, backend=history.backend, seed=config.seed)
     trained = build(args.spec, backend=history.backend, weights=weights)
-    logits = {name: np.concatenate([forward(m, test[i:i + 1000]) for i in range(0, len(test), 1000)])
+    shape = trained.polylenet_spec.input_shape
+    batch = eval_batch_size(config, trained.polylenet_spec)
+    logits = {name: np.concatenate([forward(m, to_model_inputs(test[i:i + batch], shape))
+                                    for i in range(0, len(test), batch)])
               for name, m in (("initial", initial), ("trained", trained))}
     buffer = io.BytesIO()
     np.savez(buffer, **logits)
@@ -257,7 +271,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from polylenet.api import build
     from polylenet.data import load_data
-    from polylenet.training import evaluate, to_inputs
+    from polylenet.training import evaluate
 
     if not (args.checkpoint or args.weights):
         raise ValueError("evaluate needs --checkpoint CKPT or --weights W.npz: without them it would score "
@@ -265,7 +279,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     spec, weights = _spec_and_weights(args)
     model = build(spec, backend=args.backend, weights=weights)
     data = load_data(args.dataset, args.data_dir)
-    accuracy = evaluate(model, to_inputs(data.test_images), data.test_labels.astype(np.int64))
+    accuracy = evaluate(model, data.test_images, data.test_labels.astype(np.int64))  # converted per batch
     print(f"{model.polylenet_backend}: {spec.name} test acc {accuracy:.4f} on {args.dataset}")
     return 0
 

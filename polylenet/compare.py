@@ -72,8 +72,10 @@ def child_command(python: str, backend: str, spec: str, config: TrainConfig, out
            "--epochs", str(config.epochs), "--lr", repr(config.lr), "--batch-size", str(config.batch_size),
            "--seed", str(config.seed), "--dataset", config.dataset, "--out", str(out), "--quiet", "--record",
            "--overwrite"]  # a compare run replaces the previous one in its folder
-    if config.train_subset is not None:
-        cmd += ["--train-subset", str(config.train_subset)]
+    for flag, value in (("--train-subset", config.train_subset), ("--test-subset", config.test_subset)):
+        if value is not None:
+            cmd += [flag, str(value)]
+    cmd += ["--dropout", config.dropout]
     if data_dir is not None:
         cmd += ["--data-dir", str(data_dir)]
     if not config.compiled:

@@ -59,8 +59,11 @@ def _save(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
 
 def probe(backend: str, spec, weights, x: np.ndarray, y: np.ndarray, steps: int, lr: float) -> dict[str, np.ndarray]:
     """Run one backend in this process: layer outputs, loss and gradients on (x, y), then the
-    weights after each of ``steps`` SGD steps on the same batch."""
+    weights after each of ``steps`` SGD steps on the same batch; dropout with the shared masks
+    of the protocol's first steps (:func:`polylenet.masks.dropout_masks`), so both backends drop
+    the same units."""
     from polylenet.api import build, get_weights, layer_outputs, loss_and_grads, trainer
+    from polylenet.masks import dropout_masks
     from polylenet.registry import can_train, get_backend
 
     model = build(spec, backend=backend, weights=weights)
@@ -69,12 +72,12 @@ def probe(backend: str, spec, weights, x: np.ndarray, y: np.ndarray, steps: int,
     if not can_train(backend):  # inference only: the outputs are all there is to compare
         return found
     fresh = build(spec, backend=backend, weights=weights)  # loss_and_grads updates running statistics
-    loss, grads = loss_and_grads(fresh, x, y)
+    loss, grads = loss_and_grads(fresh, x, y, masks=dropout_masks(spec, len(x), 0, 0, 0))
     found["loss:loss"] = np.array([loss], np.float32)
     found.update({f"grad:{key}": g for key, g in grads.items()})
     step = trainer(model, lr)
     for number in range(1, steps + 1):
-        step(x, y)
+        step(x, y, dropout_masks(spec, len(x), 0, 0, number - 1))
         found.update({f"weights:step {number} {key}": w for key, w in get_weights(model).items()})
     return found
 
@@ -137,29 +140,31 @@ def diff_backends(a: str, b: str, spec: str = "lenet5", weights: Optional[Union[
     """Run both backends in their environments on the same weights and batch; return the rows,
     which batch it was and the backends' versions.
 
-    The batch is the protocol's first (256 Fashion-MNIST images, seed ``seed``) when the data set
-    is found, else 256 uniform random images drawn from ``seed``; a ``data_dir`` without the data
-    set is an error, not random images."""
+    The batch is the protocol's first (the book's batch size of Fashion-MNIST images, seed
+    ``seed``, resized to the spec's input) when the data set is found, else as many uniform
+    random images drawn from ``seed``; a ``data_dir`` without the data set is an error."""
     from polylenet.compare import find_python
     from polylenet.data import DataError, load_data
+    from polylenet.resize import to_model_inputs
     from polylenet.specfile import load_spec
-    from polylenet.training import batch_order, book_lr, to_inputs
+    from polylenet.training import batch_order, book_batch_size, book_lr
     from polylenet.weights import check_weights, init_weights, load_weights
 
     spec_obj = load_spec(spec)
     w = check_weights(spec_obj, load_weights(weights)) if weights else init_weights(spec_obj, seed)
+    size = book_batch_size(spec_obj)  # 256 for LeNet, 128 for the modern CNNs
     try:
         data = load_data("fashion-mnist", data_dir, allow_download=False)
-        index = batch_order(len(data.train_labels), 256, seed, 0)[0]
-        x, y = to_inputs(data.train_images[index]), data.train_labels[index]
-        batch = f"the protocol's first batch (256 Fashion-MNIST images from {data.source}, seed {seed})"
+        index = batch_order(len(data.train_labels), size, seed, 0)[0]
+        x, y = to_model_inputs(data.train_images[index], spec_obj.input_shape), data.train_labels[index]
+        batch = f"the protocol's first batch ({size} Fashion-MNIST images from {data.source}, seed {seed})"
     except DataError:
         if data_dir is not None:  # a folder the user named must hold the data
             raise
-        batch = f"256 uniform random images (seed {seed}): no Fashion-MNIST found"
+        batch = f"{size} uniform random images (seed {seed}): no Fashion-MNIST found"
         rng = np.random.default_rng(seed)
-        x = rng.random((256, *spec_obj.input_shape), dtype=np.float32)
-        y = rng.integers(0, spec_obj.num_classes, 256).astype(np.int32)
+        x = rng.random((size, *spec_obj.input_shape), dtype=np.float32)
+        y = rng.integers(0, spec_obj.num_classes, size).astype(np.int32)
     lr = book_lr(spec_obj) if lr is None else lr
     found = {}
     for backend in dict.fromkeys((a, b)):  # both environments found before either one runs

@@ -277,10 +277,39 @@ class BatchNorm:
         return shape
 
 
-Layer = Union[Conv2D, Pool2D, Activation, Flatten, Dense, BatchNorm]
-LAYER_TYPES = {cls.type: cls for cls in (Conv2D, Pool2D, Activation, Flatten, Dense, BatchNorm)}
+@dataclass(frozen=True)
+class Dropout:
+    """Inverted dropout (d2l's ``dropout_layer``): in training each unit is zeroed with
+    probability ``p`` and the kept ones are scaled by 1 / (1 - p); in evaluation it is the
+    identity. Which units drop is the framework's own random draw, or, for identical training on
+    every backend, masks drawn in NumPy (:func:`polylenet.masks.dropout_masks`)."""
+
+    p: float = 0.5
+    type: str = field(default="dropout", init=False)
+
+    def output_shape(self, where: str, shape: Shape) -> Shape:
+        if not _real(self.p) or not 0.0 <= self.p < 1.0:
+            raise SpecError(f"{where}: dropout p must be a probability in [0, 1), got {self.p!r}")
+        return shape
+
+
+@dataclass(frozen=True)
+class GlobalAvgPool:
+    """The mean over each channel's whole H x W plane (d2l's NiN: ``nn.AdaptiveAvgPool2d((1, 1))``),
+    (N, C, H, W) -> (N, C, 1, 1); a flatten after it gives (N, C)."""
+
+    type: str = field(default="global_avg_pool", init=False)
+
+    def output_shape(self, where: str, shape: Shape) -> Shape:
+        _needs_nchw(where, "global_avg_pool", shape)
+        return (*shape[:2], 1, 1)
+
+
+Layer = Union[Conv2D, Pool2D, Activation, Flatten, Dense, BatchNorm, Dropout, GlobalAvgPool]
+LAYER_TYPES = {cls.type: cls for cls in (Conv2D, Pool2D, Activation, Flatten, Dense, BatchNorm, Dropout,
+                                         GlobalAvgPool)}
 PREFIX = {"conv2d": "conv", "pool2d": "pool", "activation": "act", "flatten": "flatten",
-          "dense": "dense", "batchnorm": "bn"}
+          "dense": "dense", "batchnorm": "bn", "dropout": "dropout", "global_avg_pool": "gap"}
 
 
 def conv2d(out_channels: int, kernel: Union[int, Pair], stride: Union[int, Pair] = 1,
@@ -314,6 +343,17 @@ def dense(units: int) -> Dense:
 
 def batchnorm(momentum: float = 0.9, eps: float = 1e-5) -> BatchNorm:
     return BatchNorm(momentum, eps)
+
+
+def dropout(p: float = 0.5) -> Dropout:
+    """>>> dropout(0.5).p
+    0.5
+    """
+    return Dropout(p)
+
+
+def global_avg_pool() -> GlobalAvgPool:
+    return GlobalAvgPool()
 
 
 def parameter_count(layer: Layer, in_shape: Shape) -> int:

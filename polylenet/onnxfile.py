@@ -5,7 +5,9 @@ Only the ``onnx`` package is needed (``pip install 'polylenet[onnx]'``), no fram
 work from any environment. The graph is the spec, layer by layer: input ``input`` (N, C, H, W)
 float32 with a dynamic batch dimension ``N``, one node per layer named after it (its output
 tensor too; the last one is ``logits``), and the neutral weights as initializers under their
-neutral names. ``batchnorm`` is exported in inference mode (its running statistics).
+neutral names. ``batchnorm`` is exported in inference mode (its running statistics), ``dropout``
+as an inference-mode ``Dropout`` (the identity) holding its ratio, ``global_avg_pool`` as
+``GlobalAveragePool``.
 
 >>> import os, tempfile, polylenet
 >>> path = os.path.join(tempfile.mkdtemp(), "lenet5.onnx")
@@ -31,7 +33,9 @@ from polylenet.layers import (
     BatchNorm,
     Conv2D,
     Dense,
+    Dropout,
     Flatten,
+    GlobalAvgPool,
     Pads,
     Pair,
     Pool2D,
@@ -108,9 +112,24 @@ def _batchnorm(helper: Any, layer: BatchNorm, name: str, inputs: list[str], outp
     return helper.make_node("BatchNormalization", inputs, [output], name, epsilon=layer.eps, momentum=layer.momentum)
 
 
+def _dropout(helper: Any, layer: Dropout, name: str, inputs: list[str], output: str) -> Any:
+    # inference mode (no training_mode input): the identity. Opset 12 made the ratio an input; it
+    # is the float64 initializer "<name>.ratio" (CONSTANTS), so the import reads p back bit-exactly
+    if opset() < 12:
+        return helper.make_node("Dropout", inputs, [output], name, ratio=layer.p)
+    return helper.make_node("Dropout", [*inputs, f"{name}.ratio"], [output], name)
+
+
+def _global_avg_pool(helper: Any, layer: GlobalAvgPool, name: str, inputs: list[str], output: str) -> Any:
+    return helper.make_node("GlobalAveragePool", inputs, [output], name)
+
+
 # layer type -> its node: helper(onnx.helper, layer, name, [activation input, *weight names], output)
 NODES = {Conv2D: _conv, Pool2D: _pool, Activation: _activation, Flatten: _flatten, Dense: _dense,
-         BatchNorm: _batchnorm}
+         BatchNorm: _batchnorm, Dropout: _dropout, GlobalAvgPool: _global_avg_pool}
+# layer type -> the constant inputs its node takes besides the weights, {initializer name: value}
+# (hyperparameters that ONNX takes as inputs, not attributes): (layer, name) -> dict
+CONSTANTS = {Dropout: lambda layer, name: {f"{name}.ratio": np.array(layer.p, np.float64)} if opset() >= 12 else {}}
 _PARAMS = ("weight", "bias", "running_mean", "running_var")
 
 
@@ -121,7 +140,7 @@ def to_onnx(spec: Spec, weights: Mapping[str, np.ndarray], backend: str = "onnx"
     from onnx import TensorProto, helper, numpy_helper
 
     weights = check_weights(spec, weights)
-    nodes, inputs = [], INPUT
+    nodes, inputs, constants = [], INPUT, {}
     names = spec.layer_names()
     for index, (name, layer) in enumerate(spec.named_layers()):
         if type(layer) not in NODES:
@@ -129,12 +148,14 @@ def to_onnx(spec: Spec, weights: Mapping[str, np.ndarray], backend: str = "onnx"
         output = OUTPUT if index == len(names) - 1 else name
         params = [f"{name}.{attr}" for attr in _PARAMS if f"{name}.{attr}" in weights]
         nodes.append(NODES[type(layer)](helper, layer, name, [inputs, *params], output))
+        constants.update(CONSTANTS[type(layer)](layer, name) if type(layer) in CONSTANTS else {})
         inputs = output
     graph = helper.make_graph(
         nodes, spec.name,
         [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["N", *spec.input_shape])],
         [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["N", spec.num_classes])],
-        [numpy_helper.from_array(np.ascontiguousarray(value, np.float32), key) for key, value in weights.items()])
+        [*(numpy_helper.from_array(np.ascontiguousarray(value, np.float32), key) for key, value in weights.items()),
+         *(numpy_helper.from_array(value, key) for key, value in constants.items())])
     model = helper.make_model(graph, producer_name="polylenet", opset_imports=[helper.make_opsetid("", opset())])
     from polylenet import __version__
 
@@ -319,7 +340,7 @@ class _Reader:
 
     def node(self, node: Any) -> None:
         op, a = node.op_type, self.attrs(node)
-        if op in ("Identity", "Dropout"):
+        if op == "Identity":
             return
         if op == "Cast" and a.get("to") == 1:  # to float32
             return
@@ -359,6 +380,12 @@ class _Reader:
             self.bias(node)
         elif op == "BatchNormalization":
             self.batchnorm(node, a)
+        elif op == "Dropout":
+            self.dropout(node, a)
+        elif op == "GlobalAveragePool":
+            self.add(node, GlobalAvgPool())
+        elif op == "ReduceMean":
+            self.reduce_mean(node, a)
         elif op == "Mul":
             raise self.fail(node, "a multiplication outside a BatchNormalization node: an exporter that writes "
                             "an inference batchnorm as Mul and Add loses its running statistics, and polylenet "
@@ -366,7 +393,8 @@ class _Reader:
         else:
             raise self.fail(node, "no polylenet layer computes this operator (known: Conv, MaxPool, "
                             "AveragePool, Pad before them, Sigmoid, Relu, Tanh, Flatten, Reshape, Gemm, "
-                            "MatMul+Add, BatchNormalization)")
+                            "MatMul+Add, BatchNormalization, Dropout, GlobalAveragePool, ReduceMean over H "
+                            "and W)")
 
     def pad(self, node: Any, a: dict) -> None:
         """A constant Pad of H and W (a framework's padding layer, as nn.ZeroPad2d exports), kept
@@ -561,6 +589,41 @@ class _Reader:
         params = {key: self.constant(node, i + 1, key) for i, key in enumerate(names)}
         eps, momentum = (float(str(np.float32(a.get(k, d)))) for k, d in (("epsilon", 1e-5), ("momentum", 0.9)))
         self.add(node, BatchNorm(momentum=momentum, eps=eps), params)
+
+    def dropout(self, node: Any, a: dict) -> None:
+        """Dropout in inference mode (the identity) as polylenet's dropout layer with its ratio:
+        an input since opset 12 (default 0.5), an attribute before."""
+        given = [len(node.input) > i and bool(node.input[i]) for i in range(3)]
+        if given[2]:
+            training = self.value(node.input[2])
+            if training is None or training.size != 1 or bool(training.reshape(-1)[0]):
+                raise self.fail(node, "training_mode is not a constant False; export the model in evaluation mode")
+        if given[1]:
+            ratio = self.value(node.input[1])
+            if ratio is None:
+                raise self.fail(node, f"its ratio {node.input[1]!r} depends on the input images")
+            if ratio.size != 1:
+                raise self.fail(node, f"a {ratio.shape} ratio; a dropout rate is one number")
+            ratio = ratio.reshape(-1)[0]
+            # float64 (polylenet's export) is p itself; a float32 ratio is read as its shortest
+            # decimal, the number the spec that wrote it held (as batchnorm's epsilon)
+            p = float(ratio) if ratio.dtype == np.float64 else float(str(ratio))
+        else:
+            p = float(str(np.float32(a.get("ratio", 0.5))))
+        self.add(node, Dropout(p))
+
+    def reduce_mean(self, node: Any, a: dict) -> None:
+        """A mean over H and W of an (N, C, H, W) tensor (tf2onnx's global average pool) as
+        polylenet's global_avg_pool; with keepdims=0, a flatten after it."""
+        given = len(node.input) > 1 and bool(node.input[1])  # opset 18+: axes as an input
+        axes = [int(v) for v in self.constant(node, 1, "axes").reshape(-1)] if given else list(a.get("axes", []))
+        keepdims = int(a.get("keepdims", 1))
+        if len(self.shape) != 4 or sorted(v % 4 for v in axes) != [2, 3]:
+            raise self.fail(node, f"averages axes {axes} of a {self.shape[1:]} input; polylenet's only mean is "
+                            "global_avg_pool, over H and W (axes [2, 3]) of (N, C, H, W)")
+        self.add(node, GlobalAvgPool())
+        if not keepdims:
+            self.add(node, Flatten())
 
 
 def from_onnx(model: Any, source: str = "<onnx>", name: Optional[str] = None) -> tuple[Spec, Weights]:

@@ -6,7 +6,8 @@ float32, so the oracle's own rounding error stays far below the conformance tole
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -17,7 +18,9 @@ from polylenet.layers import (
     BatchNorm,
     Conv2D,
     Dense,
+    Dropout,
     Flatten,
+    GlobalAvgPool,
     Pads,
     Pair,
     Pool2D,
@@ -217,40 +220,79 @@ def loss_fn(loss: str) -> Callable[[np.ndarray, np.ndarray], tuple[float, np.nda
         raise ConfigError(f"unknown loss {loss!r}; use one of {list(LOSS_FNS)}") from None
 
 
+def dropout_forward(x, keep_scale):
+    """Inverted dropout with a given mask: 0 where a unit drops, 1 / (1 - p) where it is kept."""
+    return x * keep_scale, keep_scale
+
+
+def global_avg_pool_forward(x):
+    return x.mean(axis=(2, 3), keepdims=True), x.shape
+
+
+def global_avg_pool_backward(dy, x_shape):
+    return np.broadcast_to(dy / (x_shape[2] * x_shape[3]), x_shape).copy(), {}
+
+
 # ---- one translation per layer type ------------------------------------------------------
-# forward(model, name, layer, h, training) -> (output, cache);
-# backward(model, name, layer, dy, cache, training) -> (d input, {param: gradient}).
+# forward(model, name, layer, h, mode) -> (output, cache);
+# backward(model, name, layer, dy, cache, mode) -> (d input, {param: gradient}).
 
 
-def _conv(model, name, layer, h, training):
+@dataclass(frozen=True)
+class Mode:
+    """How a pass runs: ``training`` (batchnorm's batch statistics, dropout on) and, in
+    training, the dropout masks to apply (None: the model draws its own)."""
+
+    training: bool = False
+    masks: Optional[dict] = None
+
+
+def _conv(model, name, layer, h, mode):
     return conv_forward(h, model._array(name, "weight"), model._array(name, "bias") if layer.bias else None,
                         layer.stride_hw, layer.pads)
 
 
-def _batchnorm(model, name, layer, h, training):
+def _batchnorm(model, name, layer, h, mode):
     gamma, beta, mean, var = (model._array(name, a) for a in ("weight", "bias", "running_mean", "running_var"))
-    return batchnorm_forward(h, gamma, beta, mean, var, layer.eps, training)
+    return batchnorm_forward(h, gamma, beta, mean, var, layer.eps, mode.training)
 
 
-def _batchnorm_backward(model, name, layer, dy, cache, training):
-    if training:
+def _batchnorm_backward(model, name, layer, dy, cache, mode):
+    if mode.training:
         model._update_running(name, layer.momentum, *cache[-2:])
     return batchnorm_backward(dy, cache)
 
 
+def _dropout(model, name, layer, h, mode):
+    if not mode.training:
+        return h, None
+    if mode.masks is not None:
+        return dropout_forward(h, mode.masks[name].astype(np.float64))
+    # the NumPy backend's own dropout: a draw from the model's generator
+    keep = model.rng.random(h.shape) >= layer.p
+    return dropout_forward(h, keep / (1.0 - layer.p))
+
+
+def _dropout_backward(model, name, layer, dy, cache, mode):
+    return (dy if cache is None else dy * cache), {}
+
+
 LAYERS: dict[type, tuple[Callable, Callable]] = {
-    Conv2D: (_conv, lambda model, name, layer, dy, cache, training: conv_backward(dy, cache)),
-    Pool2D: (lambda model, name, layer, h, training: pool_forward(h, layer),
-             lambda model, name, layer, dy, cache, training: pool_backward(dy, cache)),
-    Activation: (lambda model, name, layer, h, training: activation_forward(h, layer.fn),
-                 lambda model, name, layer, dy, cache, training: activation_backward(dy, cache)),
+    Conv2D: (_conv, lambda model, name, layer, dy, cache, mode: conv_backward(dy, cache)),
+    Pool2D: (lambda model, name, layer, h, mode: pool_forward(h, layer),
+             lambda model, name, layer, dy, cache, mode: pool_backward(dy, cache)),
+    Activation: (lambda model, name, layer, h, mode: activation_forward(h, layer.fn),
+                 lambda model, name, layer, dy, cache, mode: activation_backward(dy, cache)),
     # C*H*W order, the neutral flatten
-    Flatten: (lambda model, name, layer, h, training: (h.reshape(h.shape[0], -1), h.shape),
-              lambda model, name, layer, dy, cache, training: (dy.reshape(cache), {})),
-    Dense: (lambda model, name, layer, h, training: dense_forward(h, model._array(name, "weight"),
-                                                                  model._array(name, "bias")),
-            lambda model, name, layer, dy, cache, training: dense_backward(dy, cache)),
+    Flatten: (lambda model, name, layer, h, mode: (h.reshape(h.shape[0], -1), h.shape),
+              lambda model, name, layer, dy, cache, mode: (dy.reshape(cache), {})),
+    Dense: (lambda model, name, layer, h, mode: dense_forward(h, model._array(name, "weight"),
+                                                              model._array(name, "bias")),
+            lambda model, name, layer, dy, cache, mode: dense_backward(dy, cache)),
     BatchNorm: (_batchnorm, _batchnorm_backward),
+    Dropout: (_dropout, _dropout_backward),
+    GlobalAvgPool: (lambda model, name, layer, h, mode: global_avg_pool_forward(h),
+                    lambda model, name, layer, dy, cache, mode: global_avg_pool_backward(dy, cache)),
 }
 
 
@@ -263,11 +305,12 @@ class NumpyLeNet:
     Each layer runs through its type's (forward, backward) pair in :data:`LAYERS`; a type
     missing there raises :func:`~polylenet.layers.unsupported_layer`."""
 
-    def __init__(self, spec: Spec, params: Weights):
+    def __init__(self, spec: Spec, params: Weights, seed: int = 0):
         for name, layer in spec.named_layers():
             self._translation(name, layer)
         self.spec = spec
         self.params = params
+        self.rng = np.random.default_rng(seed)  # its own dropout's draws, where no masks are given
 
     def __repr__(self) -> str:
         return f"NumpyLeNet({self.spec.name!r}, {len(self.spec.layers)} layers)"
@@ -279,39 +322,45 @@ class NumpyLeNet:
         except KeyError:
             raise unsupported_layer("numpy", name, layer) from None
 
-    def forward_layers(self, x: np.ndarray, training: bool = False) -> tuple[np.ndarray, list]:
+    def forward_layers(self, x: np.ndarray, training: bool = False,
+                       masks: Optional[dict] = None) -> tuple[np.ndarray, list]:
         """Run every layer; return the output and, per layer, (name, layer, output, cache).
 
-        ``training`` selects batchnorm's mode (batch statistics instead of running ones); the
-        running statistics are updated by :meth:`backward`, not here."""
+        ``training`` selects batchnorm's mode (batch statistics instead of running ones) and
+        turns dropout on, with ``masks`` (per dropout layer, see :mod:`polylenet.masks`) or the
+        model's own draws; the running statistics are updated by :meth:`backward`, not here."""
         trace = []
         h = np.asarray(x, np.float64)
+        mode = Mode(training, masks)
         for name, layer in self.spec.named_layers():
-            h, cache = self._translation(name, layer)[0](self, name, layer, h, training)
+            h, cache = self._translation(name, layer)[0](self, name, layer, h, mode)
             trace.append((name, layer, h, cache))
         return h, trace
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.forward_layers(x)[0].astype(np.float32)
 
-    def loss_and_grads(self, x: np.ndarray, y: np.ndarray, loss: str = "cross_entropy") -> tuple[float, Weights]:
+    def loss_and_grads(self, x: np.ndarray, y: np.ndarray, loss: str = "cross_entropy",
+                       masks: Optional[dict] = None) -> tuple[float, Weights]:
         """The batch's loss (:data:`LOSS_FNS`: mean cross-entropy against int labels, or the
         summed squared error against targets of the output's shape) and its gradients, keyed
         like the weights."""
-        value, grads, _ = self.backward(x, y, loss=loss)
+        value, grads, _ = self.backward(x, y, loss=loss, masks=masks)
         return value, grads
 
     def backward(self, x: np.ndarray, y: np.ndarray, training: bool = True,
-                 loss: str = "cross_entropy") -> tuple[float, Weights, np.ndarray]:
+                 loss: str = "cross_entropy", masks: Optional[dict] = None) -> tuple[float, Weights, np.ndarray]:
         """Loss, gradients and the output they came from. In training mode (the default, as in
         every framework's training step) batchnorm uses the batch statistics and its running
-        statistics are updated in ``params``; ``training=False`` differentiates the evaluation mode."""
+        statistics are updated in ``params``, and dropout applies ``masks`` (or the model's own
+        draws); ``training=False`` differentiates the evaluation mode."""
         fn = loss_fn(loss)
-        output, trace = self.forward_layers(x, training=training)
+        mode = Mode(training, masks)
+        output, trace = self.forward_layers(x, training=training, masks=masks)
         value, grad = fn(output, np.asarray(y))
         grads: Weights = {}
         for name, layer, _, cache in reversed(trace):
-            grad, g = self._translation(name, layer)[1](self, name, layer, grad, cache, training)
+            grad, g = self._translation(name, layer)[1](self, name, layer, grad, cache, mode)
             for key, array in g.items():
                 grads[f"{name}.{key}"] = array.astype(np.float32)
         return value, grads, output
@@ -323,12 +372,13 @@ class NumpyLeNet:
             self.params[key] = (momentum * self.params[key].astype(np.float64)
                                 + (1.0 - momentum) * batch).astype(np.float32)
 
-    def sgd_step(self, x: np.ndarray, y: np.ndarray, lr: float, loss: str = "cross_entropy") -> tuple[float, int]:
+    def sgd_step(self, x: np.ndarray, y: np.ndarray, lr: float, loss: str = "cross_entropy",
+                 masks: Optional[dict] = None) -> tuple[float, int]:
         """One minibatch SGD step (``w -= lr * grad``, in float32 like the frameworks).
 
         Returns the batch's loss and how many of its examples were classified right (0 for
         ``squared_error``: its targets are not labels)."""
-        value, grads, output = self.backward(x, y, loss=loss)
+        value, grads, output = self.backward(x, y, loss=loss, masks=masks)
         for key, g in grads.items():
             self.params[key] = self.params[key] - np.float32(lr) * g
         correct = int((output.argmax(axis=1) == y).sum()) if loss == "cross_entropy" else 0

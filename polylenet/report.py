@@ -81,6 +81,8 @@ def _markdown(results: dict[str, dict], settings: dict, agreement: dict, timing:
              f"Protocol: SGD lr {settings['lr']}, batch {settings['batch_size']}, {settings['epochs']} "
              f"epochs, seed {settings['seed']}"
              + (f", fixed subset of {settings['train_subset']} training images" if settings.get("train_subset") else "")
+             + (f", {settings['test_subset']} test images" if settings.get("test_subset") else "")
+             + (f", dropout masks {settings['dropout']}" if settings.get("dropout") else "")
              + "; the same initial weights and batch order on every backend.", "",
              "| backend | framework version | train loss | train acc | test acc | examples/sec (mean over epochs) "
              "| epochs (s) | wall time (s) | peak memory (MB) |",
@@ -104,7 +106,8 @@ def _markdown(results: dict[str, dict], settings: dict, agreement: dict, timing:
     if agreement["pairs"]:
         lines += ["", "## Do the backends compute the same numbers?", "",
                   f"Largest difference between any two backends' logits on the {settings['dataset']} "
-                  f"test set: **{agreement['initial_max_abs_diff']:.2e}** with the shared initial weights, "
+                  + (f"test subset ({settings['test_subset']} images)" if settings.get("test_subset") else "test set")
+                  + f": **{agreement['initial_max_abs_diff']:.2e}** with the shared initial weights, "
                   f"{agreement['trained_max_abs_diff']:.2e} after training (each backend's float32 "
                   "rounding, compounded over every SGD step).", "",
                   "| pair | initial weights | after training | same prediction after training |",

@@ -23,7 +23,9 @@ from polylenet.layers import (
     batchnorm,
     conv2d,
     dense,
+    dropout,
     flatten,
+    global_avg_pool,
     parameter_count,
     pool2d,
 )
@@ -161,7 +163,7 @@ def _lenet_bn(name: str, padding: int) -> Spec:
     ))
 
 
-VARIANTS: dict[str, Spec] = {
+LENETS: dict[str, Spec] = {
     # d2l's LeNet today: padded first conv, sigmoid, average pooling (flatten 16*5*5 = 400).
     "lenet5": _lenet("lenet5", "sigmoid", "avg", padding=2),
     # The older d2l text: no padding and max pooling (flatten 16*4*4 = 256).
@@ -171,6 +173,66 @@ VARIANTS: dict[str, Spec] = {
     # d2l's batch-normalization chapter: LeNet with BatchNorm, no padding, sigmoid, avg-pool.
     "lenet-bn": _lenet_bn("lenet-bn", padding=0),
 }
+
+_MODERN_INPUT = (1, 224, 224)  # Fashion-MNIST resized, as d2l's modern-CNN chapter trains
+
+
+def _classifier(units: int = 4096) -> tuple[Layer, ...]:
+    # AlexNet's and VGG's head: two dense layers with ReLU and dropout 0.5, then the classes
+    return (flatten(), dense(units), activation("relu"), dropout(0.5),
+            dense(units), activation("relu"), dropout(0.5), dense(10))
+
+
+def _alexnet(name: str, first_padding: int) -> Spec:
+    # d2l-zh's PyTorch (and Paddle) tab: the first conv padded by 1; its MXNet and TensorFlow tabs
+    # leave it unpadded. Both give 54x54, so the shapes agree and the numbers do not.
+    return Spec(name, (
+        conv2d(96, 11, stride=4, padding=first_padding), activation("relu"), pool2d("max", 3, 2),
+        conv2d(256, 5, padding=2), activation("relu"), pool2d("max", 3, 2),
+        conv2d(384, 3, padding=1), activation("relu"),
+        conv2d(384, 3, padding=1), activation("relu"),
+        conv2d(256, 3, padding=1), activation("relu"), pool2d("max", 3, 2),
+        *_classifier(),
+    ), input_shape=_MODERN_INPUT)
+
+
+def _vgg(name: str, blocks: tuple[tuple[int, int], ...]) -> Spec:
+    # d2l's vgg_block: (convs, channels), each conv 3x3 pad 1 with ReLU, then a 2/2 max-pool
+    layers: list[Layer] = []
+    for convs, channels in blocks:
+        for _ in range(convs):
+            layers += [conv2d(channels, 3, padding=1), activation("relu")]
+        layers.append(pool2d("max", 2, 2))
+    return Spec(name, (*layers, *_classifier()), input_shape=_MODERN_INPUT)
+
+
+def _nin_block(channels: int, kernel: int, stride: int, padding: int) -> tuple[Layer, ...]:
+    # d2l's nin_block: a k x k conv, then two 1x1 convs, each with ReLU
+    return (conv2d(channels, kernel, stride=stride, padding=padding), activation("relu"),
+            conv2d(channels, 1), activation("relu"), conv2d(channels, 1), activation("relu"))
+
+
+def _nin(name: str) -> Spec:
+    return Spec(name, (
+        *_nin_block(96, 11, 4, 0), pool2d("max", 3, 2),
+        *_nin_block(256, 5, 1, 2), pool2d("max", 3, 2),
+        *_nin_block(384, 3, 1, 1), pool2d("max", 3, 2),
+        dropout(0.5),
+        *_nin_block(10, 3, 1, 1),
+        global_avg_pool(), flatten(),  # no dense layer: the spec ends with (N, 10)
+    ), input_shape=_MODERN_INPUT)
+
+
+MODERN: dict[str, Spec] = {
+    "alexnet": _alexnet("alexnet", first_padding=1),
+    "alexnet-tf-tab": _alexnet("alexnet-tf-tab", first_padding=0),
+    # d2l's VGG-11 with its channels divided by 4, as the chapter trains it ("small_conv_arch")
+    "vgg11-small": _vgg("vgg11-small", ((1, 16), (1, 32), (2, 64), (2, 128), (2, 128))),
+    "nin": _nin("nin"),
+}
+
+# Every named variant: d2l's LeNets (28x28) and its modern CNNs (224x224)
+VARIANTS: dict[str, Spec] = {**LENETS, **MODERN}
 
 
 def spec_from_dict(data: dict[str, Any], source: str = "<dict>") -> Spec:

@@ -24,8 +24,10 @@ from polylenet.atomic import atomic_write
 from polylenet.checkpoint import load_checkpoint, save_checkpoint
 from polylenet.data import Dataset, load_data
 from polylenet.errors import CheckpointError, ConfigError, TrainingDiverged
+from polylenet.masks import DROPOUT_MODES, dropout_masks
 from polylenet.progress import ProgressBar
 from polylenet.registry import get_backend, resolve_name
+from polylenet.resize import to_model_inputs
 from polylenet.rundir import claim_run_folder
 from polylenet.spec import Spec, spec_from_dict
 from polylenet.specfile import load_spec
@@ -45,7 +47,9 @@ class TrainConfig:
 
     ``train_subset``/``test_subset`` take a fixed random subset of that many examples (for quick
     runs); ``max_steps`` stops after that many SGD steps; ``compiled=False`` runs every backend
-    eagerly (no ``tf.function``, no Gluon ``hybridize``) for debugging.
+    eagerly (no ``tf.function``, no Gluon ``hybridize``) for debugging. ``dropout``: ``"native"``
+    (each framework's own dropout draws) or ``"shared"`` (the same NumPy-drawn masks on every
+    backend, :func:`polylenet.masks.dropout_masks`; what ``compare`` uses).
     """
 
     lr: float = 0.9
@@ -58,6 +62,7 @@ class TrainConfig:
     max_steps: Optional[int] = None
     eval_batch_size: int = 1000
     compiled: bool = True  # the framework's compiled step where it has one; False for eager debugging
+    dropout: str = "native"
 
     def __post_init__(self) -> None:
         def whole(value, allow_none=False, least=1):
@@ -76,20 +81,39 @@ class TrainConfig:
                 raise ConfigError(f"{key} must be a whole number >= 1 (or left out), got {getattr(self, key)!r}")
         if not whole(self.seed, least=0):
             raise ConfigError(f"seed must be a whole number >= 0, got {self.seed!r}")
+        if self.dropout not in DROPOUT_MODES:
+            raise ConfigError(f"dropout must be one of {list(DROPOUT_MODES)}, got {self.dropout!r}")
 
 
-# The learning rate each d2l chapter trains its variant with, where it is not TrainConfig's 0.9:
-# the batch-normalization chapter (Chinese edition) trains lenet-bn at lr 1.0, batch 256.
-BOOK_LR = {"lenet-bn": 1.0}
+# The settings each d2l chapter trains its variant with, where they are not TrainConfig's (lr 0.9,
+# batch 256, 10 epochs): the batch-normalization chapter (Chinese edition) trains lenet-bn at
+# lr 1.0; the modern-CNN chapter trains at batch 128 on 224x224 images (the resize is the spec's
+# input shape) with lr 0.01 (AlexNet), 0.05 (VGG), 0.1 (NiN).
+BOOK = {"lenet-bn": {"lr": 1.0},
+        "alexnet": {"lr": 0.01, "batch_size": 128}, "alexnet-tf-tab": {"lr": 0.01, "batch_size": 128},
+        "vgg11-small": {"lr": 0.05, "batch_size": 128}, "nin": {"lr": 0.1, "batch_size": 128}}
+
+
+def _name(spec: Union[Spec, str]) -> str:
+    return spec.name if isinstance(spec, Spec) else str(spec)
 
 
 def book_lr(spec: Union[Spec, str]) -> float:
     """The learning rate d2l trains ``spec`` with (0.9 unless its chapter says otherwise).
 
-    >>> book_lr("lenet5"), book_lr("lenet-bn")
-    (0.9, 1.0)
+    >>> book_lr("lenet5"), book_lr("lenet-bn"), book_lr("alexnet")
+    (0.9, 1.0, 0.01)
     """
-    return BOOK_LR.get(spec.name if isinstance(spec, Spec) else str(spec), TrainConfig.lr)
+    return BOOK.get(_name(spec), {}).get("lr", TrainConfig.lr)
+
+
+def book_batch_size(spec: Union[Spec, str]) -> int:
+    """The batch size d2l trains ``spec`` with (256 for LeNet, 128 for the modern CNNs).
+
+    >>> book_batch_size("lenet5"), book_batch_size("nin")
+    (256, 128)
+    """
+    return BOOK.get(_name(spec), {}).get("batch_size", TrainConfig.batch_size)
 
 
 @dataclass
@@ -157,11 +181,28 @@ def batch_order(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarr
 
 
 def evaluate(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 1000) -> float:
-    """Accuracy of ``model`` on NCHW float32 ``x`` with labels ``y``."""
+    """Accuracy of ``model`` on ``x`` with labels ``y``: NCHW float32 inputs, or uint8 (N, H, W)
+    images as the data set holds them, made into the model's inputs one batch at a time as
+    ``train`` does (scaled to [0, 1], resized to the spec's input size: 10,000 test images at
+    224x224 would be 2 GB at once)."""
     correct = 0
+    shape = getattr(model, "polylenet_spec", None)
     for i in range(0, len(x), batch_size):
-        correct += int((forward(model, x[i:i + batch_size]).argmax(axis=1) == y[i:i + batch_size]).sum())
+        batch = x[i:i + batch_size]
+        if batch.dtype == np.uint8 and batch.ndim == 3 and shape is not None:
+            batch = to_model_inputs(batch, shape.input_shape)
+        correct += int((forward(model, batch).argmax(axis=1) == y[i:i + batch_size]).sum())
     return correct / max(len(x), 1)
+
+
+# Evaluation batches hold at most this many input values: 1000 LeNet images (28x28), 167 at 224x224
+# (AlexNet's activations for 1000 such images would be over 1 GB).
+EVAL_INPUT_VALUES = 2**23
+
+
+def eval_batch_size(config: TrainConfig, spec: Spec) -> int:
+    """``config.eval_batch_size``, capped so a batch holds at most :data:`EVAL_INPUT_VALUES` inputs."""
+    return max(1, min(config.eval_batch_size, EVAL_INPUT_VALUES // math.prod(spec.input_shape)))
 
 
 def _versions(backend: str) -> dict[str, str]:
@@ -175,12 +216,16 @@ def _peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
 
 
-def _batches(x: np.ndarray, y: np.ndarray, config: TrainConfig, epoch: int) -> Iterator[tuple]:
-    # One gather per epoch; each batch is then a contiguous slice, fed identically to every backend.
-    order = np.concatenate(batch_order(len(x), config.batch_size, config.seed, epoch))
-    xs, ys = x[order], y[order]
-    for i in range(0, len(xs), config.batch_size):
-        yield xs[i:i + config.batch_size], ys[i:i + config.batch_size]
+def _batches(images: np.ndarray, y: np.ndarray, spec: Spec, config: TrainConfig, epoch: int) -> Iterator[tuple]:
+    """(x, y, masks) per step: the same inputs, labels and (shared) dropout masks for every backend."""
+    # One gather per epoch; each batch is then a contiguous slice, made into inputs (and resized)
+    # on its own: the whole training set at 224x224 would not fit in memory.
+    order = np.concatenate(batch_order(len(images), config.batch_size, config.seed, epoch))
+    xs, ys = images[order], y[order]
+    for step, i in enumerate(range(0, len(xs), config.batch_size)):
+        yb = ys[i:i + config.batch_size]
+        masks = dropout_masks(spec, len(yb), config.seed, epoch, step) if config.dropout == "shared" else None
+        yield to_model_inputs(xs[i:i + config.batch_size], spec.input_shape), yb, masks
 
 
 def train(spec: Union[Spec, str] = "lenet5", backend: Optional[str] = None,
@@ -232,8 +277,8 @@ def _train(spec: Spec, name: str, config: TrainConfig, data_dir, out_dir, resume
     history.data_source = str(data.source)
     train_idx = fixed_subset(len(data.train_labels), config.train_subset)
     test_idx = fixed_subset(len(data.test_labels), config.test_subset)
-    x_train, y_train = to_inputs(data.train_images[train_idx]), data.train_labels[train_idx]
-    x_test, y_test = to_inputs(data.test_images[test_idx]), data.test_labels[test_idx]
+    x_train, y_train = data.train_images[train_idx], data.train_labels[train_idx]
+    x_test, y_test = data.test_images[test_idx], data.test_labels[test_idx]
 
     steps_done = len(history.step_losses)
     for epoch in range(start_epoch, config.epochs):
@@ -243,8 +288,8 @@ def _train(spec: Spec, name: str, config: TrainConfig, data_dir, out_dir, resume
                           f"{name} epoch {epoch + 1}/{config.epochs}", enabled=progress)
         started = time.perf_counter()
         loss_sum, correct, seen = 0.0, 0, 0
-        for batch, (xb, yb) in enumerate(_batches(x_train, y_train, config, epoch)):
-            loss, right = step(xb, yb)
+        for batch, (xb, yb, masks) in enumerate(_batches(x_train, y_train, spec, config, epoch)):
+            loss, right = step(xb, yb, masks)
             if not math.isfinite(loss) or loss > BLOWN_UP * math.log(spec.num_classes):
                 what = f"became {loss}" if not math.isfinite(loss) else \
                     f"blew up to {loss:.4g} (over {BLOWN_UP:g} x ln({spec.num_classes}))"
@@ -260,7 +305,7 @@ def _train(spec: Spec, name: str, config: TrainConfig, data_dir, out_dir, resume
             if config.max_steps is not None and steps_done >= config.max_steps:
                 break
         train_seconds = time.perf_counter() - started
-        test_acc = evaluate(model, x_test, y_test, config.eval_batch_size)
+        test_acc = evaluate(model, x_test, y_test, eval_batch_size(config, spec))
         stats = EpochStats(epoch + 1, loss_sum / seen, correct / seen, test_acc,
                            seen / train_seconds, time.perf_counter() - started)
         history.epochs.append(stats)

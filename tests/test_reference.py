@@ -20,15 +20,66 @@ from polylenet.reference import (
 )
 
 
-def _loss64(spec, params, x, y, training=True):
+def _loss64(spec, params, x, y, training=True, masks=None):
     model = NumpyLeNet(spec, params)
-    logits, _ = model.forward_layers(x, training=training)
+    logits, _ = model.forward_layers(x, training=training, masks=masks)
     return cross_entropy(logits, y)[0]
+
+
+# The modern CNNs' new layers, small: dropout on an NCHW map and after dense layers (p far from
+# 0.5), global average pooling of a non-square map, and the spec ending in a flatten (NiN's tail).
+MODERN_SMALL = polylenet.Spec("modern-small", (
+    polylenet.conv2d(4, 3, padding=1), polylenet.activation("relu"), polylenet.dropout(0.3),
+    polylenet.pool2d("max", 3, 2), polylenet.conv2d(10, 1), polylenet.activation("tanh"),
+    polylenet.global_avg_pool(), polylenet.flatten(), polylenet.dense(12), polylenet.dropout(0.6),
+    polylenet.dense(10)), input_shape=(2, 9, 7))
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["training-masks", "evaluation"])
+def test_dropout_and_global_pool_gradients_match_finite_differences(training):
+    """With given masks (training) and as the identity (evaluation), in float64."""
+    from polylenet.masks import dropout_masks
+
+    spec = MODERN_SMALL
+    rng = np.random.default_rng(3)
+    params = {k: v.astype(np.float64) + rng.normal(0, 0.05, v.shape) for k, v in polylenet.init_weights(spec).items()}
+    x, y = rng.random((5, *spec.input_shape)), rng.integers(0, 10, 5)
+    masks = dropout_masks(spec, 5, seed=0, epoch=0, step=0) if training else None
+    _, grads, _ = NumpyLeNet(spec, dict(params)).backward(x, y, training=training, masks=masks)
+    eps = 1e-6
+    for key in grads:
+        value = params[key]
+        for index in [tuple(rng.integers(0, d) for d in value.shape) for _ in range(4)]:
+            plus, minus = {**params, key: value.copy()}, {**params, key: value.copy()}
+            plus[key][index] += eps
+            minus[key][index] -= eps
+            up, down = _loss64(spec, plus, x, y, training, masks), _loss64(spec, minus, x, y, training, masks)
+            numeric = (up - down) / (2 * eps)
+            assert abs(grads[key][index] - numeric) <= 1e-4 * max(1e-3, abs(numeric)) + 1e-6, (key, index)
+
+
+def test_dropout_applies_the_mask_in_training_and_nothing_in_evaluation():
+    spec = polylenet.Spec("d", (polylenet.flatten(), polylenet.dropout(0.25)), input_shape=(1, 2, 2), num_classes=4)
+    model = NumpyLeNet(spec, {})
+    x = np.arange(1.0, 9.0).reshape(2, 1, 2, 2)
+    mask = {"dropout1": np.array([[0, 4 / 3, 4 / 3, 0], [4 / 3, 0, 4 / 3, 4 / 3]], np.float32)}
+    out, _ = model.forward_layers(x, training=True, masks=mask)
+    np.testing.assert_allclose(out, x.reshape(2, 4) * mask["dropout1"], rtol=1e-7)
+    assert np.array_equal(model.forward_layers(x)[0], x.reshape(2, 4))
+    drawn = model.forward_layers(np.ones((100, 1, 2, 2)), training=True)[0]  # its own draws
+    assert set(np.unique(drawn).round(6)) == {0.0, round(4 / 3, 6)}
+
+
+def test_global_avg_pool_is_the_channel_mean():
+    spec = polylenet.Spec("g", (polylenet.global_avg_pool(), polylenet.flatten()), input_shape=(3, 4, 5),
+                          num_classes=3)
+    x = np.random.default_rng(0).random((2, 3, 4, 5))
+    np.testing.assert_allclose(NumpyLeNet(spec, {}).forward_layers(x)[0], x.mean(axis=(2, 3)), rtol=1e-12)
 
 
 # lenet-bn is checked in both batchnorm modes: training (batch statistics) and evaluation
 # (running statistics, perturbed away from their initial 0 and 1 below).
-@pytest.mark.parametrize("name, training", [(n, True) for n in sorted(polylenet.VARIANTS)] + [("lenet-bn", False)])
+@pytest.mark.parametrize("name, training", [(n, True) for n in sorted(polylenet.spec.LENETS)] + [("lenet-bn", False)])
 def test_gradients_match_finite_differences(name, training):
     spec = polylenet.load_spec(name)
     rng = np.random.default_rng(0)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import polylenet
+from polylenet.masks import dropout_masks
 
 
 def _backends():
@@ -23,7 +24,7 @@ def _backends():
 
 
 BACKENDS = _backends()
-VARIANTS = sorted(polylenet.VARIANTS)
+VARIANTS = sorted(polylenet.spec.LENETS)  # the modern CNNs (224x224) have their own module: test_modern_cnns.py
 # Beyond LeNet: a rectangular two-channel input, a strided padded conv, tanh and an overlapping
 # max-pool, so each adapter's general path (not only the variants' shapes) is checked.
 EDGE = polylenet.Spec("edge", (
@@ -71,7 +72,18 @@ _FLATTEN_BODY = (polylenet.conv2d(4, 3, padding=1), polylenet.activation("tanh")
 FLATTEN_END = polylenet.Spec("flatten-end", _FLATTEN_BODY, input_shape=(2, 7, 6))
 FLATTEN_BN_END = polylenet.Spec("flatten-bn-end", _FLATTEN_BODY + (polylenet.batchnorm(0.5, 0.1),),
                                 input_shape=(2, 7, 6))
-EXTRA_SPECS = {"edge": EDGE, "bn-edge": BN_EDGE, "hyper-conv": HYPER_CONV, "hyper-pool": HYPER_POOL,
+# Dropout on an NCHW activation (an NHWC framework's mask must be transposed), right after a
+# flatten (its mask in the framework's H*W*C order) and between dense layers; p far from 0.5.
+DROPOUT_EDGE = polylenet.Spec("dropout-edge", (
+    polylenet.conv2d(4, 3, padding=1), polylenet.activation("relu"), polylenet.dropout(0.3),
+    polylenet.pool2d("max", 2), polylenet.flatten(), polylenet.dropout(0.5), polylenet.dense(16),
+    polylenet.activation("relu"), polylenet.dropout(0.2), polylenet.dense(10)), input_shape=(2, 8, 6))
+# NiN's tail: global average pooling of a non-square map and a flatten as the last layers.
+GAP_EDGE = polylenet.Spec("gap-edge", (
+    polylenet.conv2d(6, 3), polylenet.activation("tanh"), polylenet.dropout(0.4), polylenet.pool2d("avg", 2),
+    polylenet.conv2d(10, 1), polylenet.global_avg_pool(), polylenet.flatten()), input_shape=(2, 9, 7))
+EXTRA_SPECS = {"dropout-edge": DROPOUT_EDGE, "gap-edge": GAP_EDGE, "edge": EDGE, "bn-edge": BN_EDGE,
+               "hyper-conv": HYPER_CONV, "hyper-pool": HYPER_POOL,
                "hyper-pool-pad": HYPER_POOL_PAD, "flatten-end": FLATTEN_END, "flatten-bn-end": FLATTEN_BN_END}
 
 
@@ -95,6 +107,11 @@ def batches(spec, count=3, size=16, seed=2):
     rng = np.random.default_rng(seed)
     return [(rng.random((size, *spec.input_shape), dtype=np.float32),
              rng.integers(0, spec.num_classes, size).astype(np.int32)) for _ in range(count)]
+
+
+def step_masks(spec, size, step=0, seed=0):
+    """The shared dropout masks of one step (``{}`` for a spec without dropout)."""
+    return dropout_masks(spec, size, seed, 0, step)
 
 
 def relative_error(actual, expected):

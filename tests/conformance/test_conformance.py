@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import polylenet
-from cases import EXTRA_SPECS, batches, cancelled_by_batchnorm, conformance_weights, relative_error
+from cases import EXTRA_SPECS, batches, cancelled_by_batchnorm, conformance_weights, relative_error, step_masks
 from polylenet.shapes import is_state
 
 
@@ -43,8 +43,9 @@ def test_every_layer_output_matches_reference(candidate, spec):
 def test_loss_and_gradients_match_reference(framework, spec):
     weights = conformance_weights(spec)
     x, y = batches(spec, count=1)[0]
-    loss, grads = polylenet.loss_and_grads(polylenet.build(spec, backend=framework, weights=weights), x, y)
-    ref_loss, ref_grads = polylenet.loss_and_grads(reference(spec, weights), x, y)
+    masks = step_masks(spec, len(x))  # the same dropped units on both sides
+    loss, grads = polylenet.loss_and_grads(polylenet.build(spec, backend=framework, weights=weights), x, y, masks=masks)
+    ref_loss, ref_grads = polylenet.loss_and_grads(reference(spec, weights), x, y, masks=masks)
     assert abs(loss - ref_loss) <= 1e-4 * abs(ref_loss)
     assert sorted(grads) == sorted(ref_grads)
     for key in ref_grads:
@@ -66,9 +67,10 @@ def test_three_sgd_steps_match_reference(framework, spec, compiled):
     for number, (x, y) in enumerate(batches(spec, count=3), 1):
         # batchnorm's running statistics after every step, against the oracle's step from the
         # same weights (so float drift of the weights over earlier steps does not count here)
+        masks = step_masks(spec, len(x), number)
         local = reference(spec, polylenet.get_weights(model))
-        polylenet.trainer(local, lr=0.9)(x, y)
-        (loss, correct), (ref_loss, ref_correct) = step(x, y), ref_step(x, y)
+        polylenet.trainer(local, lr=0.9)(x, y, masks)
+        (loss, correct), (ref_loss, ref_correct) = step(x, y, masks), ref_step(x, y, masks)
         assert abs(loss - ref_loss) <= 1e-4 * abs(ref_loss)
         assert correct == ref_correct
         state, expected_state = polylenet.get_weights(model), polylenet.get_weights(local)

@@ -99,14 +99,14 @@ def exported():
     return found
 
 
-@pytest.mark.parametrize("variant", sorted(polylenet.VARIANTS))
+@pytest.mark.parametrize("variant", sorted(polylenet.spec.LENETS))
 def test_every_environment_exported_this_source(exported, variant):
     missing = [b for b in EXPORTERS if (b, variant) not in exported]
     assert not missing, (f"no {variant} export of source {source_digest()} from {missing} in {EXCHANGE}: "
                          f"run their tox envs (tox -e {','.join(missing)}) before this one")
 
 
-@pytest.mark.parametrize("variant", sorted(polylenet.VARIANTS))
+@pytest.mark.parametrize("variant", sorted(polylenet.spec.LENETS))
 def test_one_step_on_every_backend_gives_the_oracles_weights_and_logits(exported, variant):
     """Each env's step from the same weights on the same batch, against the oracle's step here;
     then the oracle's logits on that env's weights against the logits the env computed."""

@@ -92,6 +92,8 @@ _LAYERS = {  # layer type -> its translation, evaluation mode
     "flatten": lambda model, name, layer, h: h.reshape(h.shape[0], -1),
     "dense": lambda model, name, layer, h: h @ model[f"{name}.weight"].T + model[f"{name}.bias"],
     "batchnorm": _batchnorm,
+    "dropout": lambda model, name, layer, h: h,  # inference: dropout is the identity
+    "global_avg_pool": lambda model, name, layer, h: h.mean(axis=(2, 3), keepdims=True),
 }
 
 
