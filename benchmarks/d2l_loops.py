@@ -2,8 +2,10 @@
 the chapter's ``net``, Xavier init, the framework's own data pipeline and ``train_ch6``'s loop
 (SGD, cross-entropy, per-batch loss/accuracy accumulation). No polylenet code runs in here.
 
-Each ``train_<backend>(x, y, epochs, lr, batch_size)`` takes NCHW float32 images in [0, 1] and
-int labels, and returns ``(wall, steps)``: the seconds the training loops took (evaluation
+Each chapter's net is ``lenet_<backend>()``; ``train_ch6_<backend>(net, x, y, epochs, lr,
+batch_size)`` is the book's loop, shared with the AlexNet chapter (``d2l_alexnet_loops.py``), as
+the book shares its ``train_ch6``. ``LOOPS[backend](x, y, epochs, lr, batch_size)`` takes NCHW
+float32 images in [0, 1] and int labels, and returns ``(wall, steps)``: the seconds the training loops took (evaluation
 excluded), and the seconds d2l's ``Timer`` counts in ``train_ch6`` (started after a batch is
 fetched, stopped after its metrics are added: the steps without the data loading).
 """
@@ -31,11 +33,10 @@ class Timer:
         return sum(self.times)
 
 
-def train_torch(x, y, epochs, lr, batch_size):
-    import torch
+def lenet_torch():
     from torch import nn
 
-    net = nn.Sequential(
+    return nn.Sequential(
         nn.Conv2d(1, 6, kernel_size=5, padding=2), nn.Sigmoid(),
         nn.AvgPool2d(kernel_size=2, stride=2),
         nn.Conv2d(6, 16, kernel_size=5), nn.Sigmoid(),
@@ -44,6 +45,11 @@ def train_torch(x, y, epochs, lr, batch_size):
         nn.Linear(16 * 5 * 5, 120), nn.Sigmoid(),
         nn.Linear(120, 84), nn.Sigmoid(),
         nn.Linear(84, 10))
+
+
+def train_ch6_torch(net, x, y, epochs, lr, batch_size):
+    import torch
+    from torch import nn
 
     def init_weights(m):
         if type(m) == nn.Linear or type(m) == nn.Conv2d:
@@ -72,12 +78,17 @@ def train_torch(x, y, epochs, lr, batch_size):
     return time.perf_counter() - start, timer.sum()
 
 
-def train_tensorflow(x, y, epochs, lr, batch_size):
+def _tensorflow():
     import os
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
-    net = tf.keras.models.Sequential([
+    return tf
+
+
+def lenet_tensorflow():
+    tf = _tensorflow()
+    return tf.keras.models.Sequential([
         tf.keras.layers.Conv2D(filters=6, kernel_size=5, activation="sigmoid", padding="same"),
         tf.keras.layers.AvgPool2D(pool_size=2, strides=2),
         tf.keras.layers.Conv2D(filters=16, kernel_size=5, activation="sigmoid"),
@@ -86,6 +97,10 @@ def train_tensorflow(x, y, epochs, lr, batch_size):
         tf.keras.layers.Dense(120, activation="sigmoid"),
         tf.keras.layers.Dense(84, activation="sigmoid"),
         tf.keras.layers.Dense(10)])
+
+
+def train_ch6_tensorflow(net, x, y, epochs, lr, batch_size):
+    tf = _tensorflow()
     train_iter = tf.data.Dataset.from_tensor_slices((x.transpose(0, 2, 3, 1), y)).shuffle(len(x)).batch(batch_size)
     net.compile(optimizer=tf.keras.optimizers.SGD(learning_rate=lr),
                 loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -102,13 +117,18 @@ def train_tensorflow(x, y, epochs, lr, batch_size):
     return time.perf_counter() - start, timer.sum()
 
 
-def train_mxnet(x, y, epochs, lr, batch_size):
+def _mxnet():
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        from mxnet import autograd, gluon, init
-        from mxnet.gluon import nn
+        import mxnet
+        from mxnet import autograd, gluon, init  # noqa: F401  (loaded with the warnings silenced)
+        from mxnet.gluon import nn  # noqa: F401
+    return mxnet
 
+
+def lenet_mxnet():
+    nn = _mxnet().gluon.nn
     net = nn.Sequential()
     net.add(nn.Conv2D(channels=6, kernel_size=5, padding=2, activation="sigmoid"),
             nn.AvgPool2D(pool_size=2, strides=2),
@@ -117,6 +137,12 @@ def train_mxnet(x, y, epochs, lr, batch_size):
             nn.Dense(120, activation="sigmoid"),
             nn.Dense(84, activation="sigmoid"),
             nn.Dense(10))
+    return net
+
+
+def train_ch6_mxnet(net, x, y, epochs, lr, batch_size):
+    mxnet = _mxnet()
+    autograd, gluon, init = mxnet.autograd, mxnet.gluon, mxnet.init
     net.initialize(force_reinit=True, init=init.Xavier())
     train_iter = gluon.data.DataLoader(gluon.data.ArrayDataset(x, y.astype(np.float32)), batch_size, shuffle=True)
     loss = gluon.loss.SoftmaxCrossEntropyLoss()
@@ -136,14 +162,18 @@ def train_mxnet(x, y, epochs, lr, batch_size):
     return time.perf_counter() - start, timer.sum()
 
 
-def train_paddle(x, y, epochs, lr, batch_size):
+def _paddle():
     import warnings
     warnings.filterwarnings("ignore", message="No ccache found")
     import paddle
-    from paddle import nn
 
     paddle.set_device("cpu")
-    net = nn.Sequential(
+    return paddle
+
+
+def lenet_paddle():
+    nn = _paddle().nn
+    return nn.Sequential(
         nn.Conv2D(in_channels=1, out_channels=6, kernel_size=5, padding=2), nn.Sigmoid(),
         nn.AvgPool2D(kernel_size=2, stride=2),
         nn.Conv2D(in_channels=6, out_channels=16, kernel_size=5), nn.Sigmoid(),
@@ -153,7 +183,12 @@ def train_paddle(x, y, epochs, lr, batch_size):
         nn.Linear(120, 84), nn.Sigmoid(),
         nn.Linear(84, 10))
 
-    def init_weights(m):
+
+def train_ch6_paddle(net, x, y, epochs, lr, batch_size):
+    paddle = _paddle()
+    nn = paddle.nn
+
+    def init_weights(m):  # as d2l-zh's train_ch6 has it: it builds an initializer and applies it to nothing
         if type(m) == nn.Linear or type(m) == nn.Conv2D:
             nn.initializer.XavierUniform(m.weight)
 
@@ -180,17 +215,22 @@ def train_paddle(x, y, epochs, lr, batch_size):
     return time.perf_counter() - start, timer.sum()
 
 
-def train_mindspore(x, y, epochs, lr, batch_size):
+def _mindspore():
     import os
     os.environ.setdefault("GLOG_v", "3")
     import mindspore as ms
-    import mindspore.dataset as ds
-    from mindspore import nn
-    from mindspore.common.initializer import XavierUniform
+    import mindspore.dataset  # noqa: F401
 
     ms.set_context(mode=ms.PYNATIVE_MODE)
     ms.set_device("CPU")
-    net = nn.SequentialCell(
+    return ms
+
+
+def lenet_mindspore():
+    from mindspore.common.initializer import XavierUniform
+
+    nn = _mindspore().nn
+    return nn.SequentialCell(
         nn.Conv2d(1, 6, kernel_size=5, pad_mode="pad", padding=2, has_bias=True, weight_init=XavierUniform()),
         nn.Sigmoid(), nn.AvgPool2d(kernel_size=2, stride=2),
         nn.Conv2d(6, 16, kernel_size=5, pad_mode="valid", has_bias=True, weight_init=XavierUniform()),
@@ -199,6 +239,11 @@ def train_mindspore(x, y, epochs, lr, batch_size):
         nn.Dense(16 * 5 * 5, 120, weight_init=XavierUniform()), nn.Sigmoid(),
         nn.Dense(120, 84, weight_init=XavierUniform()), nn.Sigmoid(),
         nn.Dense(84, 10, weight_init=XavierUniform()))
+
+
+def train_ch6_mindspore(net, x, y, epochs, lr, batch_size):
+    ms = _mindspore()
+    ds, nn = ms.dataset, ms.nn
     train_iter = ds.NumpySlicesDataset((x, y.astype(np.int32)), ["X", "y"], shuffle=True).batch(batch_size)
     loss = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
     optimizer = nn.SGD(net.trainable_params(), learning_rate=lr)
@@ -221,14 +266,9 @@ def train_mindspore(x, y, epochs, lr, batch_size):
     return time.perf_counter() - start, timer.sum()
 
 
-def train_jax(x, y, epochs, lr, batch_size):
-    # d2l-en's JAX tab: a Flax Linen LeNet (NHWC, Xavier-uniform kernels), optax SGD in a
-    # flax TrainState, one jax.jit-compiled training step.
-    import jax
-    import jax.numpy as jnp
-    import optax
+def lenet_jax():
+    # d2l-en's JAX tab: a Flax Linen LeNet (NHWC, Xavier-uniform kernels)
     from flax import linen as nn
-    from flax.training.train_state import TrainState
 
     class LeNet(nn.Module):
         num_classes: int = 10
@@ -248,19 +288,34 @@ def train_jax(x, y, epochs, lr, batch_size):
         def __call__(self, X):
             return self.net(X)
 
-    net = LeNet()
-    nhwc = x.transpose(0, 2, 3, 1)
-    params = net.init(jax.random.PRNGKey(0), jnp.zeros((1, *nhwc.shape[1:])))["params"]
-    state = TrainState.create(apply_fn=net.apply, params=params, tx=optax.sgd(lr))
+    return LeNet()
+
+
+def train_ch6_jax(net, x, y, epochs, lr, batch_size):
+    # optax SGD in a flax TrainState, one jax.jit-compiled training step; a dropout key in the
+    # state, split every step as d2l-en's TrainState does (unused by a net without dropout)
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from flax.training.train_state import TrainState
+
+    class State(TrainState):
+        dropout_rng: jax.Array
+
+    nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    _, params_key, dropout_key = jax.random.split(jax.random.PRNGKey(0), 3)
+    params = net.init({"params": params_key, "dropout": dropout_key}, jnp.zeros((1, *nhwc.shape[1:])))["params"]
+    state = State.create(apply_fn=net.apply, params=params, tx=optax.sgd(lr), dropout_rng=dropout_key)
 
     @jax.jit
     def training_step(state, X, y_):
         def loss(params):
-            y_hat = state.apply_fn({"params": params}, X)
+            y_hat = state.apply_fn({"params": params}, X, rngs={"dropout": state.dropout_rng})
             return optax.softmax_cross_entropy_with_integer_labels(y_hat, y_).mean(), y_hat
 
         (l, y_hat), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
-        return state.apply_gradients(grads=grads), l, (y_hat.argmax(1) == y_).sum()
+        state = state.apply_gradients(grads=grads).replace(dropout_rng=jax.random.split(state.dropout_rng)[0])
+        return state, l, (y_hat.argmax(1) == y_).sum()
 
     rng = np.random.default_rng(0)
     timer, start = Timer(), time.perf_counter()
@@ -277,5 +332,17 @@ def train_jax(x, y, epochs, lr, batch_size):
     return time.perf_counter() - start, timer.sum()
 
 
-LOOPS = {"torch": train_torch, "tensorflow": train_tensorflow, "mxnet": train_mxnet,
-         "paddle": train_paddle, "mindspore": train_mindspore, "jax": train_jax}
+# d2l's train_ch6 per framework, shared by the chapters (d2l_alexnet_loops.py uses them too)
+TRAIN_CH6 = {"torch": train_ch6_torch, "tensorflow": train_ch6_tensorflow, "mxnet": train_ch6_mxnet,
+             "paddle": train_ch6_paddle, "mindspore": train_ch6_mindspore, "jax": train_ch6_jax}
+NETS = {"torch": lenet_torch, "tensorflow": lenet_tensorflow, "mxnet": lenet_mxnet, "paddle": lenet_paddle,
+        "mindspore": lenet_mindspore, "jax": lenet_jax}
+
+
+def loops(nets):
+    """``{backend: train(x, y, epochs, lr, batch_size)}``: each chapter's net through train_ch6."""
+    return {name: (lambda x, y, epochs, lr, batch_size, name=name:
+                   TRAIN_CH6[name](nets[name](), x, y, epochs, lr, batch_size)) for name in nets}
+
+
+LOOPS = loops(NETS)
