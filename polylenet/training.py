@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, Optional, Union
 
 import numpy as np
 
-from polylenet.api import build, forward, get_weights, trainer
+from polylenet.api import build, forward, get_weights, spec_of, trainer
 from polylenet.atomic import atomic_write
 from polylenet.checkpoint import load_checkpoint, save_checkpoint
 from polylenet.data import Dataset, load_data
@@ -163,8 +163,8 @@ class History:
 
 
 def to_inputs(images: np.ndarray) -> np.ndarray:
-    """uint8 (N, H, W) images -> float32 NCHW in [0, 1], as d2l's ToTensor does."""
-    return (images.astype(np.float32) / 255.0)[:, None, :, :]
+    """uint8 (N, H, W) images -> float32 NCHW in [0, 1], as d2l's ToTensor does (no resize)."""
+    return to_model_inputs(images, (1, *images.shape[1:]))
 
 
 def fixed_subset(n: int, size: Optional[int]) -> np.ndarray:
@@ -186,11 +186,11 @@ def evaluate(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 1000) -
     ``train`` does (scaled to [0, 1], resized to the spec's input size: 10,000 test images at
     224x224 would be 2 GB at once)."""
     correct = 0
-    shape = getattr(model, "polylenet_spec", None)
+    images = x.dtype == np.uint8 and x.ndim == 3
     for i in range(0, len(x), batch_size):
         batch = x[i:i + batch_size]
-        if batch.dtype == np.uint8 and batch.ndim == 3 and shape is not None:
-            batch = to_model_inputs(batch, shape.input_shape)
+        if images:
+            batch = to_model_inputs(batch, spec_of(model).input_shape)
         correct += int((forward(model, batch).argmax(axis=1) == y[i:i + batch_size]).sum())
     return correct / max(len(x), 1)
 
