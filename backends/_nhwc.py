@@ -24,7 +24,6 @@ from polylenet.layers import (
     Pool2D,
     unsupported_layer,
 )
-from polylenet.shapes import layer_table
 
 # Per layer type, (layer, input shape, feature order in) -> ({neutral attribute: layout}, feature
 # order out). A layout is ("conv", None), ("dense", chw or None) or ("vector", chw or None); a
@@ -57,9 +56,15 @@ _LAYERS = {Conv2D: _conv, Pool2D: _elementwise, Activation: _elementwise, Flatte
 
 
 def _walk(spec, channels_first):
-    """(name, layer, {neutral attribute: layout}, feature order of the output) per layer."""
+    """(path, node, {neutral attribute: layout}, feature order of the output) per node, in
+    :attr:`Spec.outputs` order. A group's or block's row carries the order its last layer left
+    (a block is NCHW throughout: its branches cannot flatten)."""
     rows, chw = [], None
-    for name, layer, in_shape, _ in layer_table(spec):
+    leaves = {path for path, *_ in spec.leaves}
+    for name, layer, in_shape, _ in spec.outputs:
+        if name not in leaves:
+            rows.append((name, layer, {}, chw))
+            continue
         if type(layer) not in _LAYERS:
             raise unsupported_layer("channels-last layouts", name, layer)
         arrays, chw = _LAYERS[type(layer)](layer, in_shape, chw)
@@ -77,7 +82,8 @@ def flattens_channels_first(spec) -> bool:
 def layouts(spec, names):
     """Per neutral key, (native name, layout). ``names`` maps the neutral attribute (``weight``,
     ``bias``, ``running_mean``, ``running_var``) to the framework's, per layer type:
-    ``names["conv2d"]``, ``names["dense"]``, ``names["batchnorm"]``. A bias-free conv has no bias key."""
+    ``names["conv2d"]``, ``names["dense"]``, ``names["batchnorm"]``. A bias-free conv has no bias key.
+    Keys are paths inside groups and blocks (``b2.residual1.branch1.conv1.weight``)."""
     return {f"{name}.{attr}": (names[layer.type][attr], layout)
             for name, layer, arrays, _ in _walk(spec, flattens_channels_first(spec)) for attr, layout in arrays.items()}
 
@@ -127,7 +133,8 @@ def masks_to_native(spec, masks):
 
 
 def to_nchw(spec, outputs):
-    """Channels-last layer outputs ``[(name, array), ...]`` in the neutral layout: NHWC as NCHW,
+    """Channels-last layer outputs ``[(name, array), ...]``, one per node in :attr:`Spec.outputs`
+    order (groups and blocks included), in the neutral layout: NHWC as NCHW,
     and the features between a flatten and the next dense layer from H*W*C to C*H*W order."""
     neutral = []
     for (name, _, _, chw), (_, out) in zip(_walk(spec, flattens_channels_first(spec)), outputs):

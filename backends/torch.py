@@ -1,4 +1,6 @@
-"""PyTorch: LeNet as a torch.nn.Sequential, as in d2l's PyTorch tab."""
+"""PyTorch: the spec as a torch.nn.Sequential, as in d2l's PyTorch tab; a group is an
+nn.Sequential, a block d2l's own kind of module (:class:`Residual`, :class:`Concat` as
+``Inception``), each named as the spec names it, so ``model.get_submodule(path)`` is the layer."""
 
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ from polylenet.layers import (
     Pool2D,
     unsupported_layer,
 )
-from polylenet.shapes import is_state, layer_table, param_shapes
+from polylenet.shapes import is_state, param_shapes
+from polylenet.tree import fold, run
 
 NAME = "torch"
 CAPABILITIES = frozenset({"inference", "training"})
@@ -117,25 +120,64 @@ _TRANSLATIONS = {
 }
 
 
+class Concat(nn.Module):
+    """d2l's ``Inception`` (and DenseNet's ``torch.cat((X, Y), dim=1)``): every branch on the
+    input, the outputs concatenated on the channel axis in branch order."""
+
+    def __init__(self, branches, after):
+        super().__init__()
+        self.names = [name for name, _ in branches]
+        for name, branch in branches + after:
+            self.add_module(name, branch)
+        self.after = [name for name, _ in after]
+
+    @staticmethod
+    def merge(outputs):
+        return torch.cat(outputs, dim=1)
+
+    def forward(self, x):
+        y = self.merge([getattr(self, name)(x) for name in self.names])
+        for name in self.after:
+            y = getattr(self, name)(y)
+        return y
+
+
+class Residual(Concat):
+    """d2l's ``Residual``: the body (branch1) plus the shortcut (branch2: identity or a 1x1
+    conv), then the ``after`` layers (its final ReLU)."""
+
+    @staticmethod
+    def merge(outputs):
+        return sum(outputs[1:], outputs[0])
+
+
+_BLOCKS = {"concat": Concat, "add": Residual}
+
+
 def version() -> str:
     return torch.__version__
 
 
+def _layer(path, layer, in_shape):
+    translate = _TRANSLATIONS.get(type(layer))
+    if translate is None:
+        raise unsupported_layer(NAME, path, layer)
+    return translate(layer, in_shape)
+
+
 def build(spec):
-    layers = OrderedDict()
-    for name, layer, in_shape, _ in layer_table(spec):
-        translate = _TRANSLATIONS.get(type(layer))
-        if translate is None:
-            raise unsupported_layer(NAME, name, layer)
-        layers[name] = translate(layer, in_shape)
-    return nn.Sequential(layers)
+    return nn.Sequential(OrderedDict(fold(
+        spec, _layer,
+        lambda path, node, children: nn.Sequential(OrderedDict(children)),
+        lambda path, node, branches, after: _BLOCKS[node.merge](
+            [(f"branch{i}", nn.Sequential(OrderedDict(b))) for i, b in enumerate(branches, 1)], after))))
 
 
 def _tensors(model, spec):
     """(key, tensor) for every neutral array; torch's names and layouts are the neutral ones:
     conv (out, in, kh, kw), Linear (out, in), BatchNorm weight/bias/running_mean/running_var."""
     for key in param_shapes(spec):
-        name, attr = key.split(".")
+        name, attr = key.rsplit(".", 1)
         module = model.get_submodule(name)
         if isinstance(module, nn.Sequential):  # a padding layer, then the conv
             module = module[-1]
@@ -158,13 +200,16 @@ def forward(model, spec, x):
         return model(torch.from_numpy(x)).numpy()
 
 
+def _merge(block, outputs):
+    return _BLOCKS[block.merge].merge(outputs)
+
+
 def layer_outputs(model, spec, x):
     model.eval()
-    h, outputs = torch.from_numpy(x), []
+    outputs = []
     with torch.no_grad():
-        for name, layer in model.named_children():
-            h = layer(h)
-            outputs.append((name, h.numpy().copy()))
+        run(spec, torch.from_numpy(x), lambda path, layer, h: model.get_submodule(path)(h), _merge,
+            lambda path, h: outputs.append((path, h.numpy().copy())))
     return outputs
 
 
@@ -174,14 +219,13 @@ _LOSSES = {
 }
 
 
-def _training_forward(model, x, masks):
+def _training_forward(model, spec, x, masks):
     """The model in training mode; with ``masks``, each nn.Dropout's output is its input times
     the given mask instead of the module's own draw."""
     if masks is None:
         return model(x)
-    for name, module in model.named_children():
-        x = x * masks[name] if name in masks else module(x)
-    return x
+    return run(spec, x, lambda path, layer, h: h * masks[path] if path in masks else model.get_submodule(path)(h),
+               _merge)
 
 
 def _torch_masks(masks):
@@ -191,7 +235,7 @@ def _torch_masks(masks):
 def loss_and_grads(model, spec, x, y, loss, masks):
     model.train()
     model.zero_grad()
-    value = _LOSSES[loss](_training_forward(model, torch.from_numpy(x), _torch_masks(masks)), torch.from_numpy(y))
+    value = _LOSSES[loss](_training_forward(model, spec, torch.from_numpy(x), _torch_masks(masks)), torch.from_numpy(y))
     value.backward()
     return value.item(), {key: t.grad.numpy().copy() for key, t in _tensors(model, spec) if not is_state(key)}
 
@@ -204,7 +248,7 @@ def trainer(model, spec, lr, compiled, loss):
         model.train()
         target = torch.from_numpy(y)
         optimizer.zero_grad()
-        out = _training_forward(model, torch.from_numpy(x), _torch_masks(masks))
+        out = _training_forward(model, spec, torch.from_numpy(x), _torch_masks(masks))
         value = objective(out, target)
         value.backward()
         optimizer.step()

@@ -31,7 +31,19 @@ from polylenet.errors import (
     TrainingDiverged,
     WeightsError,
 )
-from polylenet.layers import activation, batchnorm, conv2d, dense, dropout, flatten, global_avg_pool, pool2d
+from polylenet.layers import (
+    activation,
+    add,
+    batchnorm,
+    concat,
+    conv2d,
+    dense,
+    dropout,
+    flatten,
+    global_avg_pool,
+    pool2d,
+    sequential,
+)
 from polylenet.onnxfile import export_onnx, import_onnx
 from polylenet.registry import available_backends, known_backends
 from polylenet.shapes import format_shape_table, param_shapes, spec_layer_shapes
@@ -57,6 +69,7 @@ __all__ = [
     "set_weights", "spec_of", "trainer", "available_backends", "known_backends",
     "format_shape_table", "param_shapes", "spec_layer_shapes", "VARIANTS", "Spec", "activation",
     "conv2d", "batchnorm", "dense", "dropout", "flatten", "global_avg_pool", "load_spec", "pool2d", "save_spec",
+    "sequential", "concat", "add",
     "init_weights",
     "load_weights", "save_weights", "load_checkpoint", "save_checkpoint", "DataError", "load_data",
     "read_idx", "CheckpointError", "TrainingDiverged", "EpochStats", "History", "TrainConfig",

@@ -104,16 +104,26 @@ def forward(model: Any, x: np.ndarray) -> np.ndarray:
 
 def layer_outputs(model: Any, x: np.ndarray) -> list[tuple[str, np.ndarray]]:
     """Every layer's output for an NCHW float32 batch, in evaluation mode, as neutral float32
-    arrays (NCHW, or (N, features) after a flatten): ``[(layer_name, array), ...]``."""
+    arrays (NCHW, or (N, features) after a flatten): ``[(layer_name, array), ...]``, inside
+    groups and blocks too, named by path (``b2.residual1.branch1.conv1``; a group or block
+    right after what is inside it, as :attr:`Spec.outputs`)."""
     adapter, spec = _adapter(model)
     return [(name, np.asarray(out, np.float32)) for name, out in adapter.layer_outputs(model, spec, _batch(spec, x))]
 
 
-def layer_shapes(model: Any) -> list[tuple[str, Shape]]:
-    """``[(layer_name, nchw_shape), ...]`` of the built model's layers for a batch of 1."""
+def layer_shapes(model: Any, nested: bool = False) -> list[tuple[str, Shape]]:
+    """``[(layer_name, nchw_shape), ...]`` of the built model's top-level layers, groups and
+    blocks for a batch of 1 (d2l's table), or with ``nested`` of every node as
+    :func:`layer_outputs` names them.
+
+    >>> layer_shapes(build("resnet18", backend="numpy"))[1]
+    ('b2', (1, 64, 24, 24))
+    """
     spec = spec_of(model)
+    top = set(spec.layer_names())
     return [(name, tuple(int(d) for d in out.shape))
-            for name, out in layer_outputs(model, np.zeros((1, *spec.input_shape), np.float32))]
+            for name, out in layer_outputs(model, np.zeros((1, *spec.input_shape), np.float32))
+            if nested or name in top]
 
 
 def _loss(loss: str) -> str:
@@ -143,7 +153,7 @@ def _targets(spec: Spec, loss: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def _masks(spec: Spec, masks: Optional[Mapping[str, np.ndarray]], x: np.ndarray) -> Optional[dict]:
     if masks is None:
-        return None if any(layer.type == "dropout" for layer in spec.layers) else {}
+        return None if any(layer.type == "dropout" for _, layer, _, _ in spec.leaves) else {}
     return check_masks(spec, masks, x.shape[0])
 
 

@@ -132,7 +132,7 @@ def cmd_shapes(args: argparse.Namespace) -> int:
     else:
         rows = spec_layer_shapes(spec)
         print(f"{spec.name} (inferred from the spec):")
-    pads = {name: layer.pads for name, layer, _, _ in spec.table if any(sum(getattr(layer, "pads", ()), ()))}
+    pads = {name: layer.pads for name, layer, _, _ in spec.leaves if any(sum(getattr(layer, "pads", ()), ()))}
     for line, (name, _) in zip(format_shape_table(rows).splitlines(), rows):
         # the pads a spec resolved ("same" at stride 2: the odd row at the bottom) beside the shape
         print(line + (f"  padding (top, bottom), (left, right): {pads[name]}" if name in pads else ""))

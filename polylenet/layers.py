@@ -7,6 +7,7 @@ shape it receives and returns what it produces, raising :class:`SpecError` namin
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, replace
 from typing import Union
 
@@ -305,11 +306,83 @@ class GlobalAvgPool:
         return (*shape[:2], 1, 1)
 
 
+MERGES = ("concat", "add")
+_LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*[A-Za-z_]|[A-Za-z_]")
+
+
+def _label(where: str, label: object) -> None:
+    if not isinstance(label, str) or not _LABEL.fullmatch(label):
+        raise SpecError(f"{where}: label must be letters, digits and '_', starting with a letter and not ending in "
+                        f"a digit (the spec numbers it: 'b' -> b1, b2, ...), got {label!r}")
+
+
+@dataclass(frozen=True)
+class Sequential:
+    """A group of layers run in order, as d2l's ``b1 = nn.Sequential(...)``: its ``label`` numbered
+    in its parent names it (``label="b"``: b1, b2, ...), its layers are named inside it
+    (``b1.conv1``), and shapes print per group as the book prints them."""
+
+    layers: tuple
+    label: str = "block"
+    type: str = field(default="sequential", init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(self.layers))
+
+
+@dataclass(frozen=True)
+class Block:
+    """Branches run on the same NCHW input, merged by ``merge``: ``"concat"`` joins their outputs on
+    the channel axis in branch order (d2l's ``Inception``; DenseNet's ``torch.cat((X, Y), dim=1)``),
+    ``"add"`` sums them (d2l's ``Residual``: body plus shortcut). Each branch is a tuple of layers
+    (blocks too); an empty one is the identity. ``after`` runs on the merged output (the
+    ``Residual``'s final ReLU). Named inside it: ``branch1`` ... ``branchK``, then the ``after``
+    layers (``residual1.branch1.conv1``, ``residual1.act1``)."""
+
+    merge: str
+    branches: tuple
+    after: tuple = ()
+    label: str = "block"
+    type: str = field(default="block", init=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.branches, (list, tuple)):
+            object.__setattr__(self, "branches", tuple(tuple(b) if isinstance(b, (list, tuple)) else b
+                                                       for b in self.branches))
+        object.__setattr__(self, "after", tuple(self.after) if isinstance(self.after, (list, tuple)) else self.after)
+
+    def branch_names(self) -> list[str]:
+        return [f"branch{i}" for i in range(1, len(self.branches) + 1)]
+
+    def after_names(self) -> list[str]:
+        return node_names(self.after, {"branch": len(self.branches)})
+
+
 Layer = Union[Conv2D, Pool2D, Activation, Flatten, Dense, BatchNorm, Dropout, GlobalAvgPool]
+Node = Union[Layer, Sequential, Block]
 LAYER_TYPES = {cls.type: cls for cls in (Conv2D, Pool2D, Activation, Flatten, Dense, BatchNorm, Dropout,
                                          GlobalAvgPool)}
+COMPOSITE_TYPES = {cls.type: cls for cls in (Sequential, Block)}
+
+
+def node_types() -> dict[str, type]:
+    """Every type a spec may hold by its ``type`` name: the layers, groups and blocks."""
+    return {**LAYER_TYPES, **COMPOSITE_TYPES}
 PREFIX = {"conv2d": "conv", "pool2d": "pool", "activation": "act", "flatten": "flatten",
           "dense": "dense", "batchnorm": "bn", "dropout": "dropout", "global_avg_pool": "gap"}
+
+
+def node_names(nodes, counts: Union[dict, None] = None) -> list[str]:
+    """Each node's name among its siblings: its prefix (a layer's :data:`PREFIX`, a group's or
+    block's ``label``) and its count so far (``counts``: those already taken, as a block's
+    branches before its ``after`` layers)."""
+    counts = dict(counts or {})
+    names = []
+    for node in nodes:
+        prefix = node.label if type(node) in COMPOSITE_TYPES.values() else PREFIX[node.type]
+        counts[prefix] = counts.get(prefix, 0) + 1
+        names.append(f"{prefix}{counts[prefix]}")
+    return names
 
 
 def conv2d(out_channels: int, kernel: Union[int, Pair], stride: Union[int, Pair] = 1,
@@ -354,6 +427,37 @@ def dropout(p: float = 0.5) -> Dropout:
 
 def global_avg_pool() -> GlobalAvgPool:
     return GlobalAvgPool()
+
+
+def sequential(label: str, *layers: Node) -> Sequential:
+    """A named group (d2l's ``b1``):
+
+    >>> from polylenet import Spec
+    >>> b1 = sequential("b", conv2d(4, 3, padding=1), activation("relu"))
+    >>> [path for path, *_ in Spec("s", (b1, flatten(), dense(10)), input_shape=(1, 4, 4)).leaves]
+    ['b1.conv1', 'b1.act1', 'flatten1', 'dense1']
+    """
+    return Sequential(layers, label)
+
+
+def concat(*branches, label: str = "concat") -> Block:
+    """Branches concatenated on the channel axis (d2l's ``Inception``); ``()`` is the identity.
+
+    >>> block = concat((conv2d(2, 1),), (conv2d(3, 3, padding=1),), label="inception")
+    >>> block.branch_names()
+    ['branch1', 'branch2']
+    """
+    return Block("concat", branches, (), label)
+
+
+def add(*branches, after=(), label: str = "residual") -> Block:
+    """Branches summed, then ``after`` (d2l's ``Residual``: body + shortcut, then ReLU).
+
+    >>> body = (conv2d(4, 3, padding=1), batchnorm(), activation("relu"), conv2d(4, 3, padding=1), batchnorm())
+    >>> add(body, (), after=(activation("relu"),)).after_names()
+    ['act1']
+    """
+    return Block("add", branches, tuple(after), label)
 
 
 def parameter_count(layer: Layer, in_shape: Shape) -> int:

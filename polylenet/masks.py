@@ -23,7 +23,7 @@ DROPOUT_MODES = ("native", "shared")
 
 def dropout_layers(spec: Spec) -> list[tuple[str, Dropout, tuple[int, ...]]]:
     """``[(name, layer, input shape for a batch of 1), ...]`` for every dropout layer."""
-    return [(name, layer, in_shape) for name, layer, in_shape, _ in spec.table if isinstance(layer, Dropout)]
+    return [(name, layer, in_shape) for name, layer, in_shape, _ in spec.leaves if isinstance(layer, Dropout)]
 
 
 def dropout_masks(spec: Spec, batch_size: int, seed: int, epoch: int, step: int) -> Masks:
@@ -38,7 +38,7 @@ def dropout_masks(spec: Spec, batch_size: int, seed: int, epoch: int, step: int)
     (['dropout1', 'dropout2'], (4, 4096), [0.0, 2.0])
     """
     masks: Masks = {}
-    for index, (name, layer, in_shape, _) in enumerate(spec.table):
+    for index, (name, layer, in_shape, _) in enumerate(spec.leaves):
         if isinstance(layer, Dropout):
             draw = np.random.default_rng([seed, epoch, step, index]).random((batch_size, *in_shape[1:]))
             masks[name] = np.where(draw < layer.p, np.float32(0.0), np.float32(1.0 / (1.0 - layer.p)))

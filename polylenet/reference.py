@@ -16,6 +16,7 @@ from polylenet.errors import ConfigError
 from polylenet.layers import (
     Activation,
     BatchNorm,
+    Block,
     Conv2D,
     Dense,
     Dropout,
@@ -24,7 +25,9 @@ from polylenet.layers import (
     Pads,
     Pair,
     Pool2D,
+    Sequential,
     Shape,
+    node_names,
     pool_output_size,
     unsupported_layer,
 )
@@ -296,6 +299,13 @@ LAYERS: dict[type, tuple[Callable, Callable]] = {
 }
 
 
+# how a block joins its branches' outputs (NCHW: the channel axis is 1)
+MERGES: dict[str, Callable[[list], np.ndarray]] = {
+    "concat": lambda outs: np.concatenate(outs, axis=1),
+    "add": lambda outs: sum(outs[1:], outs[0]),
+}
+
+
 # ---- the network -------------------------------------------------------------------------
 
 
@@ -303,17 +313,20 @@ class NumpyLeNet:
     """A spec interpreted in NumPy: ``model(x)`` gives logits; ``params`` holds neutral weights.
 
     Each layer runs through its type's (forward, backward) pair in :data:`LAYERS`; a type
-    missing there raises :func:`~polylenet.layers.unsupported_layer`."""
+    missing there raises :func:`~polylenet.layers.unsupported_layer`. A group runs its layers in
+    order; a block runs each branch on its input, joins them (:data:`MERGES`) and runs ``after``;
+    backward splits a concatenation's gradient by channels, gives an addition's to every branch,
+    and sums what the branches send back to the block's input."""
 
     def __init__(self, spec: Spec, params: Weights, seed: int = 0):
-        for name, layer in spec.named_layers():
-            self._translation(name, layer)
+        for path, layer, _, _ in spec.leaves:
+            self._translation(path, layer)
         self.spec = spec
         self.params = params
         self.rng = np.random.default_rng(seed)  # its own dropout's draws, where no masks are given
 
     def __repr__(self) -> str:
-        return f"NumpyLeNet({self.spec.name!r}, {len(self.spec.layers)} layers)"
+        return f"NumpyLeNet({self.spec.name!r}, {len(self.spec.leaves)} layers)"
 
     @staticmethod
     def _translation(name: str, layer: object) -> tuple[Callable, Callable]:
@@ -324,18 +337,55 @@ class NumpyLeNet:
 
     def forward_layers(self, x: np.ndarray, training: bool = False,
                        masks: Optional[dict] = None) -> tuple[np.ndarray, list]:
-        """Run every layer; return the output and, per layer, (name, layer, output, cache).
+        """Run every layer; return the output and, per node in :attr:`Spec.outputs` order (a
+        group or block after what is inside it), (path, node, output, cache).
 
         ``training`` selects batchnorm's mode (batch statistics instead of running ones) and
         turns dropout on, with ``masks`` (per dropout layer, see :mod:`polylenet.masks`) or the
         model's own draws; the running statistics are updated by :meth:`backward`, not here."""
-        trace = []
-        h = np.asarray(x, np.float64)
-        mode = Mode(training, masks)
-        for name, layer in self.spec.named_layers():
-            h, cache = self._translation(name, layer)[0](self, name, layer, h, mode)
-            trace.append((name, layer, h, cache))
-        return h, trace
+        flat: list = []
+        h, _ = self._forward(self.spec.layers, "", np.asarray(x, np.float64), Mode(training, masks), flat)
+        return h, flat
+
+    def _forward(self, items, prefix: str, h, mode: Mode, flat: list, counts: Optional[dict] = None):
+        """(output, this level's [(path, node, output, cache)]); ``flat`` gets every node."""
+        level = []
+        for name, node in zip(node_names(items, counts), items):
+            path = prefix + name
+            if isinstance(node, Sequential):
+                h, cache = self._forward(node.layers, path + ".", h, mode, flat)
+            elif isinstance(node, Block):
+                outs, branches = [], []
+                for branch_name, branch in zip(node.branch_names(), node.branches):
+                    out, trace = self._forward(branch, f"{path}.{branch_name}.", h, mode, flat)
+                    outs.append(out)
+                    branches.append(trace)
+                merged = MERGES[node.merge](outs)
+                h, after = self._forward(node.after, path + ".", merged, mode, flat, {"branch": len(outs)})
+                cache = (branches, after, [out.shape[1] for out in outs])
+            else:
+                h, cache = self._translation(path, node)[0](self, path, node, h, mode)
+            level.append((path, node, h, cache))
+            flat.append(level[-1])
+        return h, level
+
+    def _backward(self, level: list, grad, mode: Mode, grads: Weights):
+        for path, node, _, cache in reversed(level):
+            if isinstance(node, Sequential):
+                grad = self._backward(cache, grad, mode, grads)
+            elif isinstance(node, Block):
+                branches, after, channels = cache
+                grad = self._backward(after, grad, mode, grads)
+                if node.merge == "concat":  # each branch gets its channels' part
+                    parts = np.split(grad, np.cumsum(channels)[:-1], axis=1)
+                else:  # a sum passes its gradient to every term
+                    parts = [grad] * len(branches)
+                grad = sum(self._backward(trace, part, mode, grads) for trace, part in zip(branches, parts))
+            else:
+                grad, g = self._translation(path, node)[1](self, path, node, grad, cache, mode)
+                for key, array in g.items():
+                    grads[f"{path}.{key}"] = array.astype(np.float32)
+        return grad
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.forward_layers(x)[0].astype(np.float32)
@@ -356,13 +406,10 @@ class NumpyLeNet:
         draws); ``training=False`` differentiates the evaluation mode."""
         fn = loss_fn(loss)
         mode = Mode(training, masks)
-        output, trace = self.forward_layers(x, training=training, masks=masks)
+        output, top = self._forward(self.spec.layers, "", np.asarray(x, np.float64), mode, [])
         value, grad = fn(output, np.asarray(y))
         grads: Weights = {}
-        for name, layer, _, cache in reversed(trace):
-            grad, g = self._translation(name, layer)[1](self, name, layer, grad, cache, mode)
-            for key, array in g.items():
-                grads[f"{name}.{key}"] = array.astype(np.float32)
+        self._backward(top, grad, mode, grads)
         return value, grads, output
 
     def _update_running(self, name: str, momentum: float, batch_mean, batch_var) -> None:

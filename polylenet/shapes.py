@@ -13,18 +13,20 @@ STATE_SUFFIXES = (".running_mean", ".running_var")
 
 
 def layer_table(spec: Spec) -> list[tuple[str, Layer, Shape, Shape]]:
-    """``[(name, layer, input_shape, output_shape), ...]`` for a batch of 1 (see :attr:`Spec.table`)."""
-    return spec.table
+    """``[(path, layer, input_shape, output_shape), ...]`` per layer for a batch of 1, inside
+    groups and blocks too (see :attr:`Spec.leaves`)."""
+    return spec.leaves
 
 
-def spec_layer_shapes(spec: Spec) -> list[tuple[str, Shape]]:
-    """Per-layer NCHW output shapes for a batch of 1, from the spec alone.
+def spec_layer_shapes(spec: Spec, nested: bool = False) -> list[tuple[str, Shape]]:
+    """Per-layer NCHW output shapes for a batch of 1, from the spec alone: per top-level layer,
+    group and block (d2l's table), or with ``nested`` every node (as ``layer_outputs`` names them).
 
     >>> from polylenet import load_spec
     >>> spec_layer_shapes(load_spec("lenet5"))[:2]
     [('conv1', (1, 6, 28, 28)), ('act1', (1, 6, 28, 28))]
     """
-    return [(name, out) for name, _, _, out in spec.table]
+    return [(name, out) for name, _, _, out in (spec.outputs if nested else spec.table)]
 
 
 def param_shapes(spec: Spec) -> dict[str, Shape]:
@@ -36,7 +38,7 @@ def param_shapes(spec: Spec) -> dict[str, Shape]:
     ['bn1.weight', 'bn1.bias', 'bn1.running_mean', 'bn1.running_var']
     """
     shapes: dict[str, Shape] = {}
-    for name, layer, in_shape, _ in spec.table:
+    for name, layer, in_shape, _ in spec.leaves:  # named by path inside groups and blocks
         if isinstance(layer, Conv2D):
             shapes[f"{name}.weight"] = (layer.out_channels, in_shape[1], *layer.kernel_hw)
             if layer.bias:

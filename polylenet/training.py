@@ -91,7 +91,9 @@ class TrainConfig:
 # input shape) with lr 0.01 (AlexNet), 0.05 (VGG), 0.1 (NiN).
 BOOK = {"lenet-bn": {"lr": 1.0},
         "alexnet": {"lr": 0.01, "batch_size": 128}, "alexnet-tf-tab": {"lr": 0.01, "batch_size": 128},
-        "vgg11-small": {"lr": 0.05, "batch_size": 128}, "nin": {"lr": 0.1, "batch_size": 128}}
+        "vgg11-small": {"lr": 0.05, "batch_size": 128}, "nin": {"lr": 0.1, "batch_size": 128},
+        "googlenet": {"lr": 0.1, "batch_size": 128}, "resnet18": {"lr": 0.05, "batch_size": 256},
+        "resnet18-tf-tab": {"lr": 0.05, "batch_size": 256}, "densenet": {"lr": 0.1, "batch_size": 256}}
 
 
 def _name(spec: Union[Spec, str]) -> str:

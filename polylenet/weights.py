@@ -33,10 +33,10 @@ def init_weights(spec: Union[Spec, str] = "lenet5", seed: int = 0) -> Weights:
     """
     spec = load_spec(spec)
     rng = np.random.default_rng(seed)
-    kinds = {name: type(layer) for name, layer, _, _ in spec.table}
+    kinds = {name: type(layer) for name, layer, _, _ in spec.leaves}
     weights: Weights = {}
     for key, shape in param_shapes(spec).items():  # a bias-free conv has no bias key
-        name, attr = key.split(".")
+        name, attr = key.rsplit(".", 1)
         if kinds[name] is BatchNorm:  # gamma 1, beta 0, running mean 0, running variance 1
             weights[key] = np.full(shape, 1.0 if attr in ("weight", "running_var") else 0.0, np.float32)
             continue

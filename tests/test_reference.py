@@ -280,6 +280,17 @@ HYPER_SPECS = {
         polylenet.pool2d("avg", 3, 2, padding=1, ceil_mode=True, count_include_pad=False),
         polylenet.conv2d(4, 1), polylenet.pool2d("avg", (2, 3), (1, 2), padding=((1, 0), (1, 1)), ceil_mode=True),
         polylenet.flatten(), polylenet.dense(10)), input_shape=(2, 11, 12)),
+    # blocks: a residual add after a strided shortcut (batchnorm in the body, in training mode),
+    # a concatenation with an identity branch and a pooled one, nested in a group, then flatten
+    "blocks": polylenet.Spec("blocks", (
+        polylenet.sequential("b", polylenet.conv2d(3, 3, padding=1), polylenet.activation("tanh")),
+        polylenet.add((polylenet.conv2d(4, 3, stride=2, padding=1), polylenet.batchnorm(0.5, 0.1),
+                       polylenet.activation("tanh"), polylenet.conv2d(4, 3, padding=1)),
+                      (polylenet.conv2d(4, 1, stride=2),), after=(polylenet.activation("tanh"),)),
+        polylenet.sequential("b", polylenet.concat(
+            (), (polylenet.conv2d(2, 1), polylenet.activation("tanh")),
+            (polylenet.pool2d("max", 3, 1, padding=1), polylenet.conv2d(3, (1, 3), padding=(0, 1))))),
+        polylenet.flatten(), polylenet.dense(10)), input_shape=(2, 7, 6)),
 }
 
 

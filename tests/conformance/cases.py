@@ -82,9 +82,38 @@ DROPOUT_EDGE = polylenet.Spec("dropout-edge", (
 GAP_EDGE = polylenet.Spec("gap-edge", (
     polylenet.conv2d(6, 3), polylenet.activation("tanh"), polylenet.dropout(0.4), polylenet.pool2d("avg", 2),
     polylenet.conv2d(10, 1), polylenet.global_avg_pool(), polylenet.flatten()), input_shape=(2, 9, 7))
-EXTRA_SPECS = {"dropout-edge": DROPOUT_EDGE, "gap-edge": GAP_EDGE, "edge": EDGE, "bn-edge": BN_EDGE,
-               "hyper-conv": HYPER_CONV, "hyper-pool": HYPER_POOL,
+# Blocks (d2l's Residual, Inception, DenseBlock): a residual add after a strided 1x1 shortcut,
+# batchnorm inside the body, then a concatenation (an identity branch, one with dropout inside,
+# a pooled one) right before a flatten and a dense layer: an NHWC framework must concatenate on
+# its own channel axis and flatten as its dense layer's rows were reordered.
+BLOCK_EDGE = polylenet.Spec("block-edge", (
+    polylenet.sequential("b", polylenet.conv2d(4, 3, padding=1), polylenet.batchnorm(0.6, 0.02),
+                         polylenet.activation("relu")),
+    polylenet.add((polylenet.conv2d(6, 3, stride=2, padding=1), polylenet.batchnorm(0.5, 0.1),
+                   polylenet.activation("relu"), polylenet.conv2d(6, 3, padding=1)),
+                  (polylenet.conv2d(6, 1, stride=2),), after=(polylenet.activation("tanh"),)),
+    polylenet.concat((), (polylenet.conv2d(3, 1), polylenet.activation("relu"), polylenet.dropout(0.3)),
+                     (polylenet.pool2d("max", 3, 1, padding=1), polylenet.conv2d(2, (1, 3), padding=(0, 1))),
+                     label="inception"),
+    polylenet.flatten(), polylenet.dense(10)), input_shape=(2, 9, 8))
+EXTRA_SPECS = {"block-edge": BLOCK_EDGE, "dropout-edge": DROPOUT_EDGE, "gap-edge": GAP_EDGE, "edge": EDGE,
+               "bn-edge": BN_EDGE, "hyper-conv": HYPER_CONV, "hyper-pool": HYPER_POOL,
                "hyper-pool-pad": HYPER_POOL_PAD, "flatten-end": FLATTEN_END, "flatten-bn-end": FLATTEN_BN_END}
+
+
+class OracleCase(dict):
+    """One spec, its weights, batches and masks; the oracle's results computed once, when a test
+    first asks (``computations``: result key -> fn(case) -> {key: result}), so an inference-only
+    backend never pays for the training ones."""
+
+    def __init__(self, computations, **items):
+        super().__init__(**items)
+        self.computations = computations
+
+    def oracle(self, key):
+        if key not in self:
+            self.update(self.computations[key](self))
+        return self[key]
 
 
 def conformance_weights(spec, seed=1):
@@ -94,8 +123,9 @@ def conformance_weights(spec, seed=1):
     weights = polylenet.init_weights(spec, seed)
     rng = np.random.default_rng(seed + 100)
     ranges = {".bias": (-0.5, 0.5), ".running_mean": (-0.5, 0.5), ".running_var": (0.02, 1.5)}
+    norms = {path for path, layer, _, _ in spec.leaves if layer.type == "batchnorm"}
     for key in weights:
-        low, high = (0.5, 1.5) if key.startswith("bn") and key.endswith(".weight") else \
+        low, high = (0.5, 1.5) if key.rsplit(".", 1)[0] in norms and key.endswith(".weight") else \
             next((r for suffix, r in ranges.items() if key.endswith(suffix)), (None, None))
         if low is not None:
             weights[key] = rng.uniform(low, high, weights[key].shape).astype(np.float32)
@@ -123,6 +153,8 @@ def relative_error(actual, expected):
 def cancelled_by_batchnorm(spec):
     """Biases of the conv/dense layers a batchnorm directly follows: training-mode batchnorm
     subtracts the batch mean, so their gradient is zero and SGD leaves them where they are."""
-    names = spec.layer_names()
-    return {f"{names[i - 1]}.bias" for i, layer in enumerate(spec.layers)
-            if layer.type == "batchnorm" and i > 0 and spec.layers[i - 1].type in ("conv2d", "dense")}
+    leaves = spec.leaves  # in a group, branch or block's after list, one after the other
+    return {f"{before[0]}.bias" for before, (path, layer, _, _) in zip(leaves, leaves[1:])
+            if layer.type == "batchnorm" and before[1].type in ("conv2d", "dense")
+            and before[0].rsplit(".", 1)[:-1] == path.rsplit(".", 1)[:-1]
+            and getattr(before[1], "bias", True)}

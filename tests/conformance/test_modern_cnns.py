@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import polylenet
-from cases import BACKENDS, batches, conformance_weights, relative_error
+from cases import BACKENDS, OracleCase, batches, conformance_weights, relative_error
 from polylenet.masks import dropout_masks
 from polylenet.shapes import is_state
 
@@ -34,16 +34,6 @@ STEPS = 2
 # oracle's float64, and everything upstream moves with it: norm-relative up to 7.9e-3 (torch,
 # vgg11-small); bound 3e-2.
 GRADIENT_BOUND_BEFORE_LAST_POOL = 3e-2
-
-
-class Case(dict):
-    """One spec, its weights, a two-image batch and shared masks; the oracle's results computed
-    once, when a test first asks (an inference-only backend never needs its training ones)."""
-
-    def oracle(self, key):
-        if key not in self:
-            self.update(_ORACLE[key](self))
-        return self[key]
 
 
 def _outputs(case):
@@ -70,7 +60,7 @@ _ORACLE = {"outputs": _outputs, "loss": _gradients, "grads": _gradients, "step_l
 @pytest.fixture(scope="module", params=NAMES)
 def case(request):
     spec = polylenet.load_spec(request.param)
-    return Case(spec=spec, weights=conformance_weights(spec), data=batches(spec, count=STEPS, size=2),
+    return OracleCase(_ORACLE, spec=spec, weights=conformance_weights(spec), data=batches(spec, count=STEPS, size=2),
                 masks=[dropout_masks(spec, 2, 0, 0, step) for step in range(STEPS)], lr=polylenet.book_lr(spec))
 
 
