@@ -1,4 +1,6 @@
-"""PaddlePaddle: LeNet as a paddle.nn.Sequential, as in d2l's PaddlePaddle tab."""
+"""PaddlePaddle: the spec as a paddle.nn.Sequential, as in d2l's PaddlePaddle tab; a group is an
+nn.Sequential, a block d2l's own kind of layer (:class:`Residual`, :class:`Concat` as
+``Inception``), each added under the spec's name, so ``model.get_sublayer(path)`` is the layer."""
 
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ from polylenet.layers import (
     unsupported_layer,
 )
 from polylenet.quiet import quiet_import
-from polylenet.shapes import is_state, layer_table, param_shapes
+from polylenet.shapes import is_state, param_shapes
+from polylenet.tree import fold, run
 
 # paddle 3.3 warns on import that ccache (a C++ extension build cache) is missing; LeNet builds none.
 with quiet_import(ignore={"No ccache found": UserWarning}):
@@ -118,18 +121,57 @@ _TRANSLATIONS = {
 }
 
 
+class Concat(nn.Layer):
+    """d2l's ``Inception`` (and DenseNet's ``paddle.concat(x=[X, Y], axis=1)``): every branch on
+    the input, the outputs concatenated on the channel axis in branch order."""
+
+    def __init__(self, branches, after):
+        super().__init__()
+        self.names = [name for name, _ in branches]
+        for name, branch in branches + after:
+            self.add_sublayer(name, branch)
+        self.after = [name for name, _ in after]
+
+    @staticmethod
+    def merge(outputs):
+        return paddle.concat(outputs, axis=1)
+
+    def forward(self, x):
+        y = self.merge([getattr(self, name)(x) for name in self.names])
+        for name in self.after:
+            y = getattr(self, name)(y)
+        return y
+
+
+class Residual(Concat):
+    """d2l's ``Residual``: the body (branch1) plus the shortcut (branch2: identity or a 1x1
+    conv), then the ``after`` layers (its final ReLU)."""
+
+    @staticmethod
+    def merge(outputs):
+        return sum(outputs[1:], outputs[0])
+
+
+_BLOCKS = {"concat": Concat, "add": Residual}
+
+
 def version() -> str:
     return paddle.__version__
 
 
+def _layer(path, layer, in_shape):
+    translate = _TRANSLATIONS.get(type(layer))
+    if translate is None:
+        raise unsupported_layer(NAME, path, layer)
+    return translate(layer, in_shape)
+
+
 def build(spec):
-    layers = []
-    for name, layer, in_shape, _ in layer_table(spec):
-        translate = _TRANSLATIONS.get(type(layer))
-        if translate is None:
-            raise unsupported_layer(NAME, name, layer)
-        layers.append((name, translate(layer, in_shape)))
-    return nn.Sequential(*layers)
+    return nn.Sequential(*fold(
+        spec, _layer,
+        lambda path, node, children: nn.Sequential(*children),
+        lambda path, node, branches, after: _BLOCKS[node.merge](
+            [(f"branch{i}", nn.Sequential(*b)) for i, b in enumerate(branches, 1)], after)))
 
 
 # Per layer type, paddle's parameter names where they are not the neutral ones, and the arrays
@@ -141,11 +183,11 @@ _LAYOUTS = {Dense: {"weight": "dense"}}
 
 def _parameters(model, spec):
     """(key, layout, paddle parameter) for every neutral array."""
-    types = {name: type(layer) for name, layer in spec.named_layers()}
+    types = {path: type(layer) for path, layer, _, _ in spec.leaves}
     for key in param_shapes(spec):
-        name, attr = key.split(".")
-        layout = _LAYOUTS.get(types[name], {}).get(attr, "neutral")
-        yield key, layout, getattr(getattr(model, name), _PADDLE_NAMES.get(types[name], {}).get(attr, attr))
+        path, attr = key.rsplit(".", 1)
+        layout = _LAYOUTS.get(types[path], {}).get(attr, "neutral")
+        yield key, layout, getattr(model.get_sublayer(path), _PADDLE_NAMES.get(types[path], {}).get(attr, attr))
 
 
 def to_native(value, layout):
@@ -171,13 +213,16 @@ def forward(model, spec, x):
         return model(paddle.to_tensor(x)).numpy()
 
 
+def _merge(block, outputs):
+    return _BLOCKS[block.merge].merge(outputs)
+
+
 def layer_outputs(model, spec, x):
     model.eval()
-    h, outputs = paddle.to_tensor(x), []
+    outputs = []
     with paddle.no_grad():
-        for name, layer in model.named_children():
-            h = layer(h)
-            outputs.append((name, h.numpy()))
+        run(spec, paddle.to_tensor(x), lambda path, layer, h: model.get_sublayer(path)(h), _merge,
+            lambda path, h: outputs.append((path, h.numpy())))
     return outputs
 
 
@@ -197,21 +242,20 @@ _LOSSES = {  # (the loss, the dtype of its targets)
 }
 
 
-def _training_forward(model, x, masks):
-    """The model in training mode; with ``masks``, each nn.Dropout's output is its input times
-    the given mask instead of the layer's own draw."""
+def _training_forward(model, spec, x, masks):
+    """The model in training mode; with ``masks`` (keyed by path), each nn.Dropout's output is
+    its input times the given mask instead of the layer's own draw."""
     if masks is None:
         return model(x)
-    for name, layer in model.named_children():
-        x = x * paddle.to_tensor(masks[name]) if name in masks else layer(x)
-    return x
+    return run(spec, x, lambda path, layer, h: h * paddle.to_tensor(masks[path]) if path in masks
+               else model.get_sublayer(path)(h), _merge)
 
 
 def loss_and_grads(model, spec, x, y, loss, masks):
     objective, dtype = _LOSSES[loss]
     model.train()
     model.clear_gradients()
-    value = objective(_training_forward(model, paddle.to_tensor(x), masks), paddle.to_tensor(y, dtype=dtype))
+    value = objective(_training_forward(model, spec, paddle.to_tensor(x), masks), paddle.to_tensor(y, dtype=dtype))
     value.backward()
     return float(value), {key: np.ascontiguousarray(to_neutral(param.grad.numpy(), layout))
                           for key, layout, param in _parameters(model, spec) if not is_state(key)}
@@ -225,7 +269,7 @@ def trainer(model, spec, lr, compiled, loss):
         model.train()
         target = paddle.to_tensor(y, dtype=dtype)
         optimizer.clear_grad()  # before, not after: loss_and_grads leaves its gradients behind
-        out = _training_forward(model, paddle.to_tensor(x), masks)
+        out = _training_forward(model, spec, paddle.to_tensor(x), masks)
         value = objective(out, target)
         value.backward()
         optimizer.step()

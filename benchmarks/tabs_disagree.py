@@ -16,7 +16,11 @@ and run on the same images:
 on 28x28 Fashion-MNIST images (``$POLYLENET_DATA``, else seeded random ones) and the same images
 cropped to 27x27. Then AlexNet: d2l's PyTorch/Paddle tabs pad its first convolution by 1, its
 MXNet/TensorFlow tabs do not (both 54x54): ``alexnet`` against ``alexnet-tf-tab`` on the same
-weights and the same images resized to 224x224 (the first ``--alexnet-images``).
+weights and the same images resized to 224x224 (the first ``--alexnet-images``). Last, ResNet-18:
+the PyTorch tab's ``padding=1`` against the TensorFlow tab's ``padding='same'`` in the stem, the
+max-pool and every residual body (``resnet18`` against ``resnet18-tf-tab``) at 96x96 (the first
+``--resnet-images``): at stride 2 "same" pads (0, 1), so the strided 3x3 body reads one pixel
+down and right of where the PyTorch tab's does, while the 1x1 shortcut beside it reads the same.
 
     .tox/core/bin/python benchmarks/tabs_disagree.py [--backends numpy,onnxruntime] [--images 256]
 """
@@ -70,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backends", default="numpy", help="comma-separated, or 'all' installed here")
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--alexnet-images", type=int, default=64, help="0 to skip AlexNet")
+    parser.add_argument("--resnet-images", type=int, default=64, help="0 to skip ResNet-18")
     args = parser.parse_args(argv)
     backends = polylenet.available_backends() if args.backends == "all" else args.backends.split(",")
     full, source = images(args.images)
@@ -95,7 +100,38 @@ def main(argv: list[str] | None = None) -> int:
                       f"| {'-' if diff is None else f'{np.mean(diff > DIFFER):.1%}'} |")
     if args.alexnet_images:
         alexnet_tabs(full[:args.alexnet_images], backends)
+    if args.resnet_images:
+        print(f"\nResNet-18 on {args.resnet_images} of those images resized to 96x96, init_weights(seed 0):\n")
+        print("| backend | block | max abs difference | outputs that differ |")
+        print("| --- | --- | --- | --- |")
+        for backend in backends:
+            figures = resnet_tabs(full[:args.resnet_images], backend)
+            for block, (largest, share) in figures["blocks"].items():
+                print(f"| {backend} | {block} | {largest:.3g} | {share:.1%} |")
+            print(f"| {backend} | logits | {figures['logits']:.3g} ({figures['logits_relative']:.1%} of the largest) "
+                  f"| same prediction: {figures['same_prediction']:.1%} |")
     return 0
+
+
+def resnet_tabs(x28: np.ndarray, backend: str = "numpy") -> dict:
+    """``resnet18`` against ``resnet18-tf-tab`` on the same weights and images (resized to
+    96x96): per top-level block the largest |difference| and the share of outputs that differ,
+    the logits' largest difference (absolute and relative to the largest logit), and the share of
+    images both tabs predict alike."""
+    from polylenet.resize import resize_bilinear
+
+    x = resize_bilinear(x28, 96, 96)
+    torch_tab, tf_tab = polylenet.load_spec("resnet18"), polylenet.load_spec("resnet18-tf-tab")
+    weights = polylenet.init_weights(torch_tab, seed=0)  # the same arrays fit both: padding has none
+    a = dict(polylenet.layer_outputs(polylenet.build(torch_tab, backend=backend, weights=weights), x))
+    b = dict(polylenet.layer_outputs(polylenet.build(tf_tab, backend=backend, weights=weights), x))
+    blocks = {}
+    for name in torch_tab.layer_names():
+        diff = np.abs(a[name].astype(np.float64) - b[name])
+        blocks[name] = (float(diff.max()), float(np.mean(diff > DIFFER)))
+    logits = float(np.abs(a["dense1"] - b["dense1"]).max())
+    return {"blocks": blocks, "logits": logits, "logits_relative": logits / float(np.abs(a["dense1"]).max()),
+            "same_prediction": float(np.mean(a["dense1"].argmax(1) == b["dense1"].argmax(1)))}
 
 
 def alexnet_tabs(x28: np.ndarray, backends: list[str]) -> None:

@@ -66,6 +66,8 @@ def parser() -> argparse.ArgumentParser:
     shapes = sub.add_parser("shapes", help="d2l's per-layer shape table")
     shapes.add_argument("--spec", default="lenet5")
     shapes.add_argument("--backend", default=None, help="read the shapes off the model this backend builds")
+    shapes.add_argument("--nested", action="store_true",
+                        help="every layer inside the groups and blocks too, named by path (b3.residual1.branch1.conv1)")
 
     train = sub.add_parser("train", help="run the d2l protocol on one backend")
     train.add_argument("--backend", default=None)
@@ -127,10 +129,10 @@ def cmd_shapes(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec)
     if args.backend:
-        rows = layer_shapes(build(spec, backend=args.backend))
+        rows = layer_shapes(build(spec, backend=args.backend), nested=args.nested)
         print(f"{spec.name} as built by {args.backend}:")
     else:
-        rows = spec_layer_shapes(spec)
+        rows = spec_layer_shapes(spec, nested=args.nested)
         print(f"{spec.name} (inferred from the spec):")
     pads = {name: layer.pads for name, layer, _, _ in spec.leaves if any(sum(getattr(layer, "pads", ()), ()))}
     for line, (name, _) in zip(format_shape_table(rows).splitlines(), rows):

@@ -90,3 +90,35 @@ def test_report_names_the_step_where_two_backends_drift_apart():
     (pair,) = drift(results)
     assert pair["pair"] == ["a", "b"] and pair["steps"] == 4
     assert pair["first_step_over"] == {"1e-05": 3, "0.0001": 3, "0.001": 4}
+
+
+def _block_spec_file(tmp_path):
+    """GoogLeNet's b3 in small: a group holding two Inception blocks, then the head."""
+    import polylenet
+
+    relu = polylenet.activation("relu")
+
+    def inception(c):
+        return polylenet.concat((polylenet.conv2d(c, 1), relu),
+                                (polylenet.conv2d(c, 1), relu, polylenet.conv2d(c, 3, padding=1), relu),
+                                (polylenet.conv2d(c, 1), relu, polylenet.conv2d(c, 5, padding=2), relu),
+                                (polylenet.pool2d("max", 3, 1, padding=1), polylenet.conv2d(c, 1), relu),
+                                label="inception")
+
+    spec = polylenet.Spec("small-googlenet", (
+        polylenet.sequential("b", polylenet.conv2d(4, 3, stride=2, padding=1), relu),
+        polylenet.sequential("b", polylenet.conv2d(4, 1), relu),
+        polylenet.sequential("b", inception(2), inception(3), polylenet.pool2d("max", 3, 2, padding=1)),
+        polylenet.global_avg_pool(), polylenet.flatten(), polylenet.dense(10)), input_shape=(1, 32, 32))
+    return str(polylenet.save_spec(spec, tmp_path / "small-googlenet.json"))
+
+
+@pytest.mark.parametrize("backend", ["numpy", *FRAMEWORKS_HERE])
+def test_diff_names_the_layer_inside_a_block(tmp_path, backend):
+    result = diff("--backends", f"numpy,{backend}", "--spec", _block_spec_file(tmp_path), "--steps", "1",
+                  "--python", f"{backend}={sys.executable}", "--python", f"numpy={sys.executable}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    names = [line.split()[1] for line in result.stdout.splitlines() if line.startswith(("output ", "grad "))]
+    for name in ("b3.inception2.branch3.conv1", "b3.inception2.branch3.act2", "b3.inception2", "b3",
+                 "b3.inception2.branch4.conv1.weight", "b3.inception1.branch1.conv1.bias"):
+        assert name in names, name

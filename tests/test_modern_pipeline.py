@@ -91,3 +91,45 @@ def test_shapes_prints_d2ls_alexnet_table(capsys):
     out = capsys.readouterr().out
     assert "conv1     output shape: (1, 96, 54, 54)" in out
     assert "flatten1  output shape: (1, 6400)" in out and "dropout2  output shape: (1, 4096)" in out
+
+
+def test_the_book_trains_each_block_cnn_with_its_own_settings():
+    names = ("googlenet", "resnet18", "resnet18-tf-tab", "densenet")
+    assert [(polylenet.book_lr(n), polylenet.book_batch_size(n)) for n in names] == \
+        [(0.1, 128), (0.05, 256), (0.05, 256), (0.1, 256)]
+    assert all(polylenet.load_spec(n).input_shape == (1, 96, 96) for n in names)
+
+
+def test_a_dropout_mask_inside_a_block_is_keyed_by_its_path():
+    relu = polylenet.activation("relu")
+    spec = polylenet.Spec("masked-branch", (
+        polylenet.conv2d(3, 3, padding=1),
+        polylenet.concat((), (polylenet.conv2d(2, 1), relu, polylenet.dropout(0.5)), label="inception"),
+        polylenet.flatten(), polylenet.dropout(0.25), polylenet.dense(10)), input_shape=(1, 4, 4))
+    masks = dropout_masks(spec, 2, 0, 0, 0)
+    assert sorted(masks) == ["dropout1", "inception1.branch2.dropout1"]
+    assert masks["inception1.branch2.dropout1"].shape == (2, 2, 4, 4)
+    oracle = polylenet.build(spec, backend="numpy")
+    x, y = np.random.default_rng(0).random((2, 1, 4, 4), dtype=np.float32), np.array([1, 2])
+    with pytest.raises(ValueError, match=r"exactly the spec's dropout layers \['inception1.branch2.dropout1', "
+                                         r"'dropout1'\]"):
+        polylenet.loss_and_grads(oracle, x, y, masks={"dropout1": masks["dropout1"]})
+    polylenet.loss_and_grads(oracle, x, y, masks=masks)
+
+
+def test_a_block_spec_trains_end_to_end_on_the_oracle(tmp_path):
+    """The protocol on a tree: resize, batches, blocks' batchnorm in training mode, evaluation."""
+    spec = polylenet.Spec("tiny-resnet", (
+        polylenet.sequential("b", polylenet.conv2d(4, 3, stride=2, padding=1), polylenet.batchnorm(),
+                             polylenet.activation("relu")),
+        polylenet.sequential("b", polylenet.add(
+            (polylenet.conv2d(8, 3, stride=2, padding=1), polylenet.batchnorm(), polylenet.activation("relu"),
+             polylenet.conv2d(8, 3, padding=1), polylenet.batchnorm()),
+            (polylenet.conv2d(8, 1, stride=2),), after=(polylenet.activation("relu"),))),
+        polylenet.global_avg_pool(), polylenet.flatten(), polylenet.dense(10)), input_shape=(1, 32, 32))
+    config = TrainConfig(lr=0.05, batch_size=64, epochs=1, train_subset=256, test_subset=128)
+    history = polylenet.train(spec, backend="numpy", config=config, progress=False, out_dir=tmp_path / "run")
+    assert len(history.step_losses) == 4 and all(np.isfinite(history.step_losses))
+    trained, _ = polylenet.load_checkpoint(tmp_path / "run" / "checkpoint-epoch01.npz")
+    assert sorted(trained) == sorted(polylenet.param_shapes(spec))  # nested keys in the checkpoint
+    assert np.all(trained["b2.residual1.branch1.bn1.running_mean"] != 0)  # the block's batchnorm trained

@@ -297,3 +297,63 @@ def test_a_spec_may_end_in_a_flatten_of_num_classes_values():
     with pytest.raises(SpecError, match=r"must end with shape \(N, num_classes=40\) .*a flatten of that many "
                                          r"values.*ends with shape \(1, 42\)"):
         _spec([{"type": "conv2d", "out_channels": 1, "kernel": [1, 2]}], input_shape=(1, 6, 8), num_classes=40)
+
+
+RELU = {"type": "activation", "fn": "relu"}
+
+
+@pytest.mark.parametrize("layers, message", [
+    ([CONV, {"type": "block", "merge": "add", "branches": [[{**CONV, "stride": 2}], []]}, *TAIL],
+     r"layer 1 \(block1, block\): add needs every branch with the same \(channels, height, width\), got "
+     r"branch1 \(4, 2, 2\), branch2 \(4, 6, 6\); give the shortcut a 1x1 conv"),
+    ([CONV, {"type": "block", "merge": "concat", "branches": [[{**CONV, "stride": 2}], []]}, *TAIL],
+     r"concat needs every branch at the same height and width"),
+    ([CONV, {"type": "block", "merge": "sum", "branches": [[]]}, *TAIL], r"merge must be one of \['concat', 'add'\]"),
+    ([CONV, {"type": "block", "merge": "add", "branches": []}, *TAIL], r"a block needs a list of branches"),
+    ([CONV, {"type": "block", "merge": "add", "branches": [[{"type": "flatten"}]]}, *TAIL],
+     r"branch1 ends with shape \(1, 144\); a branch must keep NCHW"),
+    ([CONV, {"type": "sequential", "label": "b", "layers": []}, *TAIL],
+     r"layer 1 \(b1, sequential\).*at least one layer"),
+    ([CONV, {"type": "sequential", "label": "b2", "layers": [RELU]}, *TAIL],
+     r"label must be letters.*not ending in a digit"),
+    ([CONV, {"type": "sequential", "label": "b", "layers": [RELU, {"type": "conv3d"}]}, *TAIL],
+     r"layer 1 \(sequential\) layers\[1\]: unknown layer type 'conv3d'"),
+    ([CONV, {"type": "block", "merge": "add", "branches": [[{**CONV, "kernel": 0}]]}, *TAIL],
+     r"layer 0 \(block1.branch1.conv1, conv2d\).*kernel must be a positive integer"),
+    ([*TAIL[:1], {"type": "block", "merge": "add", "branches": [[]]}, TAIL[1]], r"a block needs an NCHW input"),
+])
+def test_bad_blocks_name_the_nested_layer_and_the_fix(tmp_path, layers, message):
+    with pytest.raises(SpecError, match=message):
+        load_spec(_write(tmp_path, layers, input_shape=[1, 8, 8]))
+
+
+def test_blocks_nested_too_deep_are_refused_before_recursing(tmp_path):
+    node = RELU
+    for _ in range(40):
+        node = {"type": "sequential", "label": "b", "layers": [node]}
+    with pytest.raises(SpecError, match="nest more than 16 deep"):
+        load_spec(_write(tmp_path, [CONV, node, *TAIL], input_shape=[1, 8, 8]))
+
+
+def test_nested_names_and_weight_keys_are_paths():
+    spec = load_spec("resnet18")
+    assert spec.layer_names() == ["b1", "b2", "b3", "b4", "b5", "gap1", "flatten1", "dense1"]
+    keys = list(polylenet.param_shapes(spec))
+    assert keys[:2] == ["b1.conv1.weight", "b1.conv1.bias"]
+    assert "b3.residual1.branch2.conv1.weight" in keys  # the strided 1x1 shortcut
+    assert "b3.residual2.branch2.conv1.weight" not in keys  # an identity shortcut has no layers
+    assert polylenet.param_shapes(spec)["b3.residual1.branch1.bn2.running_var"] == (128,)
+    assert [p for p, *_ in spec.outputs if p.startswith("b3.residual1")][-3:] == [
+        "b3.residual1.branch2.conv1", "b3.residual1.act1", "b3.residual1"]  # a block right after its contents
+    inception = [p for p, *_ in load_spec("googlenet").outputs if p.startswith("b3.inception2.")]
+    assert inception[:2] == ["b3.inception2.branch1.conv1", "b3.inception2.branch1.act1"]
+    assert inception[-1] == "b3.inception2.branch4.act1"
+
+
+def test_resnet18_has_d2ls_parameter_count():
+    # torchvision's resnet18 (11,689,512: 3 channels, 1,000 classes, bias-free convs, BatchNorm on
+    # the shortcuts), less its first conv (9,408) and fc (513,000), plus d2l's 1-channel first conv
+    # (3,200) and 10-class head (5,130), its convs' biases (4,736), less the shortcut BNs (1,792)
+    trainable = [s for k, s in polylenet.param_shapes(load_spec("resnet18")).items()
+                 if not k.endswith(("running_mean", "running_var"))]
+    assert sum(int(np.prod(s)) for s in trainable) == 11_689_512 - 9_408 - 513_000 + 3_200 + 5_130 + 4_736 - 1_792

@@ -10,6 +10,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from polylenet.layers import pool_output_size, unsupported_layer
+from polylenet.tree import run
 
 NAME = "im2col"
 CAPABILITIES = frozenset({"inference"})
@@ -26,9 +27,9 @@ class Arrays(dict):
 
 
 def build(spec):
-    for name, layer in spec.named_layers():
+    for path, layer, _, _ in spec.leaves:
         if layer.type not in _LAYERS:
-            raise unsupported_layer(NAME, name, layer)
+            raise unsupported_layer(NAME, path, layer)
     return Arrays()
 
 
@@ -97,19 +98,20 @@ _LAYERS = {  # layer type -> its translation, evaluation mode
 }
 
 
+_MERGES = {"concat": lambda outputs: np.concatenate(outputs, axis=1), "add": lambda outputs: sum(outputs)}
+
+
 def _outputs(model, spec, x):
-    """(layer name, output) for every layer, evaluation mode."""
-    h = x
-    for name, layer in spec.named_layers():
-        h = np.ascontiguousarray(_LAYERS[layer.type](model, name, layer, h), dtype=np.float32)
-        yield name, h
+    """(path, output) for every layer, group and block, evaluation mode."""
+    outputs = []
+    run(spec, x, lambda path, layer, h: np.ascontiguousarray(_LAYERS[layer.type](model, path, layer, h), np.float32),
+        lambda block, branches: _MERGES[block.merge](branches), lambda path, h: outputs.append((path, h)))
+    return outputs
 
 
 def forward(model, spec, x):
-    for _, h in _outputs(model, spec, x):
-        pass
-    return h
+    return _outputs(model, spec, x)[-1][1]  # the last top-level layer's
 
 
 def layer_outputs(model, spec, x):
-    return list(_outputs(model, spec, x))
+    return _outputs(model, spec, x)
