@@ -1,6 +1,11 @@
-"""MXNet Gluon: LeNet as a gluon.nn.HybridSequential, as in d2l's MXNet tab."""
+"""MXNet Gluon: the spec as a gluon.nn.HybridSequential, as in d2l's MXNet tab; a group is a
+HybridSequential, a block d2l's own kind of HybridBlock (:class:`Residual`, :class:`Concat` as
+``Inception``), each child registered under the spec's name, so ``getattr`` per part of a path
+(``b3``, ``residual1``, ``branch1``, ``conv1``) finds the layer."""
 
 from __future__ import annotations
+
+from functools import reduce
 
 import numpy as np
 
@@ -17,7 +22,8 @@ from polylenet.layers import (
     unsupported_layer,
 )
 from polylenet.quiet import quiet_import
-from polylenet.shapes import is_state, layer_table, param_shapes
+from polylenet.shapes import is_state, param_shapes
+from polylenet.tree import fold, named_nodes, run
 
 # mxnet 1.9.1 touches numpy aliases deprecated in numpy 1.20-1.23 while importing.
 with quiet_import(ignore={"": DeprecationWarning}):
@@ -132,15 +138,71 @@ def version() -> str:
     return mx.__version__
 
 
+class Concat(nn.HybridBlock):
+    """d2l's ``Inception`` (and DenseNet's ``np.concatenate((X, Y), axis=1)``): every branch on
+    the input, the outputs concatenated on the channel axis in branch order, then the ``after``
+    layers."""
+
+    def __init__(self, branches, after, **kwargs):
+        super().__init__(**kwargs)
+        _named(self, branches + after)
+        self.branches = [name for name, _ in branches]
+        self.after = [name for name, _ in after]
+
+    @staticmethod
+    def merge(F, outputs):
+        return F.concat(*outputs, dim=1)
+
+    def hybrid_forward(self, F, x):
+        y = self.merge(F, [getattr(self, name)(x) for name in self.branches])
+        for name in self.after:
+            y = getattr(self, name)(y)
+        return y
+
+
+class Residual(Concat):
+    """d2l's ``Residual``: the body (branch1) plus the shortcut (branch2: identity or a 1x1
+    conv), then the ``after`` layers (its final ReLU)."""
+
+    @staticmethod
+    def merge(F, outputs):
+        return sum(outputs[1:], outputs[0])
+
+
+_BLOCKS = {"concat": Concat, "add": Residual}
+
+
+def _named(block, children):
+    for name, child in children:
+        setattr(block, name, child)  # Gluon registers an attribute block as a child under its name
+    return block
+
+
+def _prefix(path):
+    # Gluon's own nested naming (a parent's prefix, then the child's): b3_residual1_branch1_conv1_
+    return path.replace(".", "_") + "_"
+
+
+def _layer(path, layer, in_shape):
+    translate = _TRANSLATIONS.get(type(layer))
+    if translate is None:
+        raise unsupported_layer(NAME, path, layer)
+    return translate(layer, in_shape, _prefix(path))
+
+
 def build(spec):
-    net = nn.HybridSequential(prefix=f"{spec.name}_")
-    for name, layer, in_shape, _ in layer_table(spec):
-        translate = _TRANSLATIONS.get(type(layer))
-        if translate is None:
-            raise unsupported_layer(NAME, name, layer)
-        net.add(translate(layer, in_shape, f"{name}_"))
+    net = _named(nn.HybridSequential(prefix=f"{spec.name}_"), fold(
+        spec, _layer,
+        lambda path, node, children: _named(nn.HybridSequential(prefix=_prefix(path)), children),
+        lambda path, node, branches, after: _BLOCKS[node.merge](
+            [(f"branch{i}", _named(nn.HybridSequential(prefix=_prefix(f"{path}.branch{i}")), b))
+             for i, b in enumerate(branches, 1)], after, prefix=_prefix(path))))
     net.initialize()
     return net
+
+
+def _find(model, path):
+    return reduce(getattr, path.split("."), model)
 
 
 # Per layer type, Gluon's parameter names where they are not the neutral ones.
@@ -149,13 +211,13 @@ _GLUON_NAMES = {BatchNorm: {"weight": "gamma", "bias": "beta"}}
 
 def _parameters(model, spec):
     """(key, gluon.Parameter) in the neutral order; Gluon's layouts are the neutral ones."""
-    blocks, layers = dict(zip(spec.layer_names(), model)), dict(spec.named_layers())
+    nodes = named_nodes(spec)
     for key in param_shapes(spec):
-        name, attr = key.split(".")
-        block = blocks[name]
+        path, attr = key.rsplit(".", 1)
+        block = _find(model, path)
         if isinstance(block, nn.HybridSequential):  # a pad, then the conv
             block = block[-1]
-        yield key, getattr(block, _GLUON_NAMES.get(type(layers[name]), {}).get(attr, attr))
+        yield key, getattr(block, _GLUON_NAMES.get(type(nodes[path]), {}).get(attr, attr))
 
 
 def set_weights(model, spec, weights):
@@ -171,23 +233,26 @@ def forward(model, spec, x):  # outside autograd.record(): predict mode
     return model(mx.nd.array(x, dtype=np.float32)).asnumpy()
 
 
+def _merge(block, outputs):
+    return _BLOCKS[block.merge].merge(mx.nd, outputs)
+
+
 def layer_outputs(model, spec, x):  # outside autograd.record(): predict mode
-    h, outputs = mx.nd.array(x, dtype=np.float32), []
-    for block in model:
-        h = block(h)
-        outputs.append((block.prefix.rstrip("_"), h.asnumpy()))
+    outputs = []
+    run(spec, mx.nd.array(x, dtype=np.float32), lambda path, layer, h: _find(model, path)(h), _merge,
+        lambda path, h: outputs.append((path, h.asnumpy())))
     return outputs
 
 
 def _training_forward(model, spec, x, masks):
-    """The model under autograd.record() (training mode); with ``masks``, each Dropout block's
-    output is its input times the given mask instead of the block's own draw. The blocks then run
-    one by one, each its own cached graph where the model is hybridized."""
-    if masks is None:
+    """The model under autograd.record() (training mode); with ``masks`` (keyed by path), each
+    Dropout block's output is its input times the given mask instead of the block's own draw. The
+    layers then run one by one, each its own cached graph where the model is hybridized; without
+    dropout layers (masks empty) the model runs whole, through its containers, as one graph."""
+    if not masks:
         return model(x)
-    for name, block in zip(spec.layer_names(), model):
-        x = x * mx.nd.array(masks[name]) if name in masks else block(x)
-    return x
+    return run(spec, x, lambda path, layer, h: h * mx.nd.array(masks[path]) if path in masks else
+               _find(model, path)(h), _merge)
 
 
 def loss_and_grads(model, spec, x, y, loss, masks):

@@ -37,7 +37,9 @@ class Adapter(Protocol):
     Neutral data at every boundary: NCHW float32 activations; conv kernels (out, in, kh, kw);
     dense weights (out, in); flatten in C*H*W order; batchnorm ``weight``/``bias``/
     ``running_mean``/``running_var`` per channel (after a conv) or feature (after a dense layer).
-    Weights dicts are keyed ``conv1.weight`` ... as :func:`polylenet.param_shapes` lists them.
+    Weights dicts are keyed ``conv1.weight`` ... as :func:`polylenet.param_shapes` lists them (a
+    layer inside a group or block by its path: ``b2.residual1.branch1.conv1.weight``). A block
+    concatenates on the neutral channel axis, which is the framework's own channel axis.
     """
 
     NAME: str
@@ -52,7 +54,11 @@ class Adapter(Protocol):
 
     def build(self, spec: Spec) -> Any:
         """The framework's own model for a validated ``spec``, one native layer per spec layer
-        (named as ``spec.layer_names()``). Its parameter values do not matter: ``set_weights``
+        (named as ``spec.layer_names()``), a group (``Sequential``) as the framework's sequential
+        container and a block (``Block``: branches merged by channel concatenation or addition,
+        then its ``after`` layers) as a container of its own, its children under the spec's names
+        (``branch1`` ...; :func:`polylenet.tree.fold` builds the tree bottom-up). Its parameter
+        values do not matter: ``set_weights``
         follows. polylenet records the spec and backend on it as attributes
         (``model.polylenet_spec``), so it must be an instance of a class, not a builtin such as
         a dict. A layer type the adapter cannot translate raises
@@ -72,7 +78,9 @@ class Adapter(Protocol):
         updates nothing)."""
 
     def layer_outputs(self, model: Any, spec: Spec, x: np.ndarray) -> list[tuple[str, np.ndarray]]:
-        """``[(layer_name, output), ...]``, one per spec layer in order, for a contiguous float32
+        """``[(layer_name, output), ...]``, one per node of ``spec.outputs`` in order (every layer,
+        inside groups and blocks too, named by path, ``b2.residual1.branch1.conv1``; a group or
+        block right after what is inside it; :func:`polylenet.tree.run` walks it), for a contiguous float32
         NCHW batch ``x``, in evaluation mode as ``forward``; each output a float32 NumPy array in
         the neutral layout (NCHW or (N, features)). ``layer_shapes`` and ``polylenet diff`` read
         the model through it."""
