@@ -1,4 +1,8 @@
-"""TensorFlow/Keras: LeNet as a keras.Sequential on NHWC images, as in d2l's TensorFlow tab.
+"""TensorFlow/Keras: the spec as a keras.Sequential on NHWC images, as in d2l's TensorFlow tab; a
+group is a keras.Sequential, a block d2l's own kind of keras.Model (:class:`Residual`,
+:class:`Concat` as ``Inception``), each Keras layer named as the spec names it among its
+siblings, so ``get_layer`` per part of a path (``b3``, ``residual1``, ``branch1``, ``conv1``)
+finds it.
 
 Keras pads only as 'valid' or 'same'; a layer with other pads is a small keras.Sequential in its
 slot (named as the spec layer, so each slot is one spec layer): the padding layer, then the layer.
@@ -32,7 +36,8 @@ from polylenet.layers import (
     unsupported_layer,
 )
 from polylenet.quiet import quiet_import
-from polylenet.shapes import is_state, layer_table
+from polylenet.shapes import is_state
+from polylenet.tree import fold, run
 
 # TF 2.21 prints its oneDNN banner from C++ while importing, before absl logging starts, so
 # TF_CPP_MIN_LOG_LEVEL alone cannot hide it: file descriptor 2 is silenced for the import.
@@ -148,15 +153,73 @@ _LAYERS = {Conv2D: _conv, Pool2D: _pool, Activation: _activation, Flatten: _flat
            BatchNorm: _batchnorm, Dropout: _dropout, GlobalAvgPool: _global_avg_pool}
 
 
+class Concat(keras.Model):
+    """d2l's ``Inception`` (and DenseNet's ``tf.keras.layers.concatenate([X, Y])``): every branch
+    on the input, the outputs concatenated on the channel axis (NHWC: the last) in branch order,
+    then the ``after`` layers."""
+
+    def __init__(self, branches, after, **kwargs):
+        super().__init__(**kwargs)
+        self.nodes = dict(branches + after)  # tracked by Keras, so get_layer(name) finds each
+        self.branches = [name for name, _ in branches]
+        self.after = [name for name, _ in after]
+
+    @staticmethod
+    def merge(outputs):
+        return keras.ops.concatenate(outputs, axis=-1)
+
+    def call(self, x, training=None):
+        y = self.merge([self.nodes[name](x, training=training) for name in self.branches])
+        for name in self.after:
+            y = self.nodes[name](y, training=training)
+        return y
+
+
+class Residual(Concat):
+    """d2l's ``Residual``: the body (branch1) plus the shortcut (branch2: identity or a 1x1
+    conv), then the ``after`` layers (its final ReLU)."""
+
+    @staticmethod
+    def merge(outputs):
+        return sum(outputs[1:], outputs[0])
+
+
+_BLOCKS = {"concat": Concat, "add": Residual}
+
+
+def _name(path):
+    return path.rsplit(".", 1)[-1]
+
+
+def _leaf(spec, path, layer, in_shape):
+    return _LAYERS[type(layer)](spec, _name(path), layer, in_shape)
+
+
+def _sequential(path, children):
+    # an empty branch is the identity (an empty keras.Sequential cannot be built)
+    if not children:
+        return keras.layers.Identity(name=_name(path))
+    return keras.Sequential([layer for _, layer in children], name=_name(path))
+
+
 def build(spec):
-    for name, layer in spec.named_layers():  # all first: a flatten's translation reads the layers after it
+    for path, layer, _, _ in spec.leaves:  # all first: a flatten's translation reads the layers after it
         if type(layer) not in _LAYERS:
-            raise unsupported_layer(NAME, name, layer)
+            raise unsupported_layer(NAME, path, layer)
     c, h, w = spec.input_shape
-    layers = [keras.Input(shape=(h, w, c))]
-    for name, layer, in_shape, _ in layer_table(spec):
-        layers.append(_LAYERS[type(layer)](spec, name, layer, in_shape))
-    return keras.Sequential(layers, name=spec.name.replace("-", "_"))
+    nodes = fold(spec, partial(_leaf, spec), lambda path, node, children: _sequential(path, children),
+                 lambda path, node, branches, after: _BLOCKS[node.merge](
+                     [(f"branch{i}", _sequential(f"branch{i}", b)) for i, b in enumerate(branches, 1)], after,
+                     name=_name(path)))
+    return keras.Sequential([keras.Input(shape=(h, w, c)), *(layer for _, layer in nodes)],
+                            name=spec.name.replace("-", "_"))
+
+
+def _find(model, path):
+    """The Keras layer at a spec path: get_layer per part (a padded layer: its slot)."""
+    for name in path.split("."):
+        model = model.get_layer(name)
+    return model
 
 
 # Keras's names for the neutral arrays, per layer type
@@ -168,7 +231,7 @@ _KERAS_NAMES = {"conv2d": {"weight": "kernel", "bias": "bias"}, "dense": {"weigh
 def _variables(model, spec):
     """(key, layout, variable) for every neutral array, in the neutral order."""
     for key, (keras_name, layout) in layouts(spec, _KERAS_NAMES).items():
-        slot = model.get_layer(key.split(".")[0])
+        slot = _find(model, key.rsplit(".", 1)[0])
         if isinstance(slot, keras.Sequential):  # a padded conv: the Conv2D inside has the slot's name
             slot = slot.get_layer(slot.name)
         yield key, layout, getattr(slot, keras_name)
@@ -192,11 +255,14 @@ def forward(model, spec, x):
     return model(_nhwc(x), training=False).numpy()
 
 
+def _merge(block, outputs):
+    return _BLOCKS[block.merge].merge(outputs)
+
+
 def layer_outputs(model, spec, x):
-    h, outputs = _nhwc(x), []
-    for layer in model.layers:  # one per spec layer (a padded one is a Sequential)
-        h = layer(h, training=False)
-        outputs.append((layer.name, h.numpy()))
+    outputs = []
+    run(spec, _nhwc(x), lambda path, layer, h: _find(model, path)(h, training=False), _merge,
+        lambda path, h: outputs.append((path, h.numpy())))
     return to_nchw(spec, outputs)
 
 
@@ -210,14 +276,13 @@ _LOSSES = {"cross_entropy": (keras.losses.SparseCategoricalCrossentropy(from_log
            "squared_error": (lambda y, out: tf.reduce_sum(tf.square(out - y)), lambda y, out: tf.constant(0))}
 
 
-def _training_forward(model, x, masks):
-    """The model in training mode; with ``masks`` (NHWC tensors), each Dropout layer's output is
-    its input times the given mask instead of the layer's own draw."""
+def _training_forward(model, spec, x, masks):
+    """The model in training mode; with ``masks`` (NHWC tensors keyed by path), each Dropout
+    layer's output is its input times the given mask instead of the layer's own draw."""
     if masks is None:
         return model(x, training=True)
-    for layer in model.layers:
-        x = x * masks[layer.name] if layer.name in masks else layer(x, training=True)
-    return x
+    return run(spec, x, lambda path, layer, h: h * masks[path] if path in masks else
+               _find(model, path)(h, training=True), _merge)
 
 
 def _tf_masks(spec, masks):
@@ -227,7 +292,7 @@ def _tf_masks(spec, masks):
 def loss_and_grads(model, spec, x, y, loss, masks):
     keys, layouts, variables = zip(*(v for v in _variables(model, spec) if not is_state(v[0])))
     with tf.GradientTape() as tape:
-        value = _LOSSES[loss][0](tf.constant(y), _training_forward(model, _nhwc(x), _tf_masks(spec, masks)))
+        value = _LOSSES[loss][0](tf.constant(y), _training_forward(model, spec, _nhwc(x), _tf_masks(spec, masks)))
     grads = tape.gradient(value, list(variables))
     return float(value), {k: np.ascontiguousarray(to_neutral(g.numpy(), layout))
                           for k, layout, g in zip(keys, layouts, grads)}
@@ -239,7 +304,7 @@ def trainer(model, spec, lr, compiled, loss):
 
     def train_step(x, y, masks):
         with tf.GradientTape() as tape:
-            out = _training_forward(model, x, masks)
+            out = _training_forward(model, spec, x, masks)
             value = loss_fn(y, out)
         optimizer.apply_gradients(zip(tape.gradient(value, model.trainable_variables),
                                       model.trainable_variables))
