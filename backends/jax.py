@@ -1,4 +1,7 @@
-"""JAX/Flax: LeNet as a Flax NNX nnx.Sequential on NHWC images, as in d2l-en's JAX tab.
+"""JAX/Flax: the spec as a Flax NNX nnx.Sequential on NHWC images, as in d2l-en's JAX tab; a
+group is an nnx.Sequential, a block d2l's own kind of module (:class:`Residual`, :class:`Concat`
+as ``Inception``) holding its branches (nnx.Sequential each) and its after-layers under the
+spec's names.
 
 d2l-en writes its JAX LeNet in Flax Linen, whose parameters live outside the module; NNX modules
 hold their own parameters and batch statistics, so the model ``build`` returns is the whole
@@ -28,7 +31,8 @@ from polylenet.layers import (
     Pool2D,
     unsupported_layer,
 )
-from polylenet.shapes import is_state, layer_table
+from polylenet.shapes import is_state
+from polylenet.tree import fold, run
 
 NAME = "jax"
 CAPABILITIES = frozenset({"inference", "training"})
@@ -42,17 +46,6 @@ def version() -> str:
     import flax
 
     return f"{jax.__version__} (flax {flax.__version__}, optax {optax.__version__})"
-
-
-def build(spec):
-    # The parameters are abstract (shapes only): set_weights gives every one its value. Initializing
-    # them for real compiled a few dozen small XLA kernels: 3.7 s of a process's first build here.
-    model = nnx.eval_shape(lambda: _sequential(spec))
-    for index, layer in enumerate(model.layers):  # eval_shape leaves nnx.Dropout's random stream abstract too
-        if isinstance(layer, nnx.Dropout):
-            layer.rngs.key.set_value(jax.random.key(index))
-            layer.rngs.count.set_value(jnp.zeros((), jnp.uint32))
-    return model
 
 
 def _conv(spec, layer, in_shape, rngs):
@@ -116,20 +109,100 @@ _LAYERS = {Conv2D: _conv, Pool2D: _pool, Activation: _activation, Flatten: _flat
            BatchNorm: _batchnorm, Dropout: _dropout, GlobalAvgPool: _global_avg_pool}
 
 
-def _sequential(spec):
-    for name, layer in spec.named_layers():  # all first: a flatten's translation reads the layers after it
+class Concat(nnx.Module):
+    """d2l's ``Inception`` (and DenseNet's ``jnp.concatenate((X, Y), axis=-1)``): every branch on
+    the input, the outputs concatenated on the channel axis (NHWC: the last) in branch order."""
+
+    def __init__(self, branches, after):
+        for name, child in branches + after:
+            setattr(self, name, child)
+        self.branches = tuple(name for name, _ in branches)
+        self.after = tuple(name for name, _ in after)
+
+    @staticmethod
+    def merge(outputs):
+        return jnp.concatenate(outputs, axis=-1)
+
+    def __call__(self, x):
+        y = self.merge([getattr(self, name)(x) for name in self.branches])
+        for name in self.after:
+            y = getattr(self, name)(y)
+        return y
+
+
+class Residual(Concat):
+    """d2l's ``Residual``: the body (branch1) plus the shortcut (branch2: identity or a 1x1
+    conv), then the ``after`` layers (its final ReLU)."""
+
+    @staticmethod
+    def merge(outputs):
+        return sum(outputs[1:], outputs[0])
+
+
+_BLOCKS = {"concat": Concat, "add": Residual}
+
+
+def _merge(block, outputs):
+    return _BLOCKS[block.merge].merge(outputs)
+
+
+def _model(spec):
+    for path, layer, _, _ in spec.leaves:  # all first: a flatten's translation reads the layers after it
         if type(layer) not in _LAYERS:
-            raise unsupported_layer(NAME, name, layer)
+            raise unsupported_layer(NAME, path, layer)
     rngs = nnx.Rngs(0)
-    return nnx.Sequential(*(_LAYERS[type(layer)](spec, layer, in_shape, rngs)
-                            for _, layer, in_shape, _ in layer_table(spec)))
+
+    def sequential(named):
+        return nnx.Sequential(*(built for _, built in named))
+
+    return sequential(fold(
+        spec, lambda path, layer, in_shape: _LAYERS[type(layer)](spec, layer, in_shape, rngs),
+        lambda path, node, children: sequential(children),
+        lambda path, node, branches, after: _BLOCKS[node.merge](
+            [(name, sequential(b)) for name, b in zip(node.branch_names(), branches)], after)))
 
 
-def _variables(model, spec):
-    """(key, layout, nnx.Variable) for every neutral array, in the neutral order."""
-    index = {name: i for i, name in enumerate(spec.layer_names())}
+def _places(spec):
+    """Per node path, the keys from the model (or its nnx.State) down to its module: an
+    nnx.Sequential holds its children by position (``layers``, i), a block by name."""
+
+    def inside(named):
+        return {path: ("layers", i, *keys) for i, (_, places) in enumerate(named) for path, keys in places.items()}
+
+    def block(path, node, branches, after):
+        named = list(zip(node.branch_names(), map(inside, branches))) + after
+        return {path: (), **{p: (name, *keys) for name, places in named for p, keys in places.items()}}
+
+    return inside(fold(spec, lambda path, layer, in_shape: {path: ()},
+                       lambda path, node, children: {path: (), **inside(children)}, block))
+
+
+def _at(tree, keys):
+    for key in keys:
+        tree = getattr(tree, key) if isinstance(key, str) and isinstance(tree, nnx.Module) else tree[key]
+    return tree
+
+
+def build(spec):
+    # The parameters are abstract (shapes only): set_weights gives every one its value. Initializing
+    # them for real compiled a few dozen small XLA kernels: 3.7 s of a process's first build here.
+    model = nnx.eval_shape(lambda: _model(spec))
+    places = _places(spec)
+    for index, (path, layer, _, _) in enumerate(spec.leaves):
+        if isinstance(layer, Dropout):  # eval_shape leaves nnx.Dropout's random stream abstract too
+            rngs = _at(model, places[path]).rngs
+            rngs.key.set_value(jax.random.key(index))
+            rngs.count.set_value(jnp.zeros((), jnp.uint32))
+    return model
+
+
+def _variables(tree, spec, params_only=False):
+    """(key, layout, nnx.Variable) for every neutral array (``params_only``: no batch statistics),
+    in the neutral order; ``tree`` is the model or a gradient nnx.State of it."""
+    places = _places(spec)
     for key, (flax_name, layout) in layouts(spec, _FLAX_NAMES).items():
-        yield key, layout, getattr(model.layers[index[key.split(".")[0]]], flax_name)
+        if not (params_only and is_state(key)):
+            yield key, layout, _at(tree, (*places[key.rsplit(".", 1)[0]], flax_name))
 
 
 def set_weights(model, spec, weights):
@@ -158,10 +231,9 @@ def forward(model, spec, x):
 
 def layer_outputs(model, spec, x):
     model.eval()
-    h, outputs = _nhwc(x), []
-    for name, layer in zip(spec.layer_names(), model.layers):
-        h = layer(h)
-        outputs.append((name, np.asarray(h)))
+    places, outputs = _places(spec), []
+    run(spec, _nhwc(x), lambda path, layer, h: _at(model, places[path])(h), _merge,
+        lambda path, h: outputs.append((path, np.asarray(h))))
     return to_nchw(spec, outputs)
 
 
@@ -172,43 +244,37 @@ _LOSSES = {"cross_entropy": (lambda logits, y: optax.softmax_cross_entropy_with_
 
 
 def _masks(spec, masks):
-    """Neutral masks as {layer position: NHWC mask} (a pytree: jitted arguments), or None."""
+    """Neutral masks as {path: NHWC mask} (a pytree: jitted arguments), or None."""
     if masks is None:
         return None
-    index = {name: i for i, name in enumerate(spec.layer_names())}
-    return {index[name]: jnp.asarray(mask) for name, mask in masks_to_native(spec, masks).items()}
+    return {path: jnp.asarray(mask) for path, mask in masks_to_native(spec, masks).items()}
 
 
-def _training_forward(model, x, masks):
-    """The model in training mode; with ``masks`` ({position: mask}), each nnx.Dropout's output is
+def _training_forward(model, spec, x, masks):
+    """The model in training mode; with ``masks`` ({path: mask}), each nnx.Dropout's output is
     its input times the given mask instead of the module's own draw."""
     if masks is None:
         return model(x)
-    for i, layer in enumerate(model.layers):
-        x = x * masks[i] if i in masks else layer(x)
-    return x
+    places = _places(spec)
+    return run(spec, x, lambda path, layer, h: h * masks[path] if path in masks else _at(model, places[path])(h),
+               _merge)
 
 
-def _loss(model, x, y, masks, loss):
-    out = _training_forward(model, x, masks)
+def _loss(model, x, y, masks, spec, loss):
+    out = _training_forward(model, spec, x, masks)
     return _LOSSES[loss][0](out, y), out
 
 
 def loss_and_grads(model, spec, x, y, loss, masks):
     model.train()
     (value, _), grads = nnx.value_and_grad(_loss, has_aux=True)(model, _nhwc(x), jnp.asarray(y),
-                                                                _masks(spec, masks), loss)
-    index = {name: i for i, name in enumerate(spec.layer_names())}
-    out = {}
-    for key, (flax_name, layout) in layouts(spec, _FLAX_NAMES).items():
-        if not is_state(key):
-            grad = grads["layers"][index[key.split(".")[0]]][flax_name]
-            out[key] = np.ascontiguousarray(to_neutral(np.asarray(grad.get_value()), layout))
-    return float(value), out
+                                                                _masks(spec, masks), spec, loss)
+    return float(value), {key: np.ascontiguousarray(to_neutral(np.asarray(grad.get_value()), layout))
+                          for key, layout, grad in _variables(grads, spec, params_only=True)}
 
 
-def _train_step(model, optimizer, x, y, masks, loss):
-    (value, out), grads = nnx.value_and_grad(_loss, has_aux=True)(model, x, y, masks, loss)
+def _train_step(model, optimizer, x, y, masks, spec, loss):
+    (value, out), grads = nnx.value_and_grad(_loss, has_aux=True)(model, x, y, masks, spec, loss)
     optimizer.update(model, grads)  # optax SGD: w -= lr * grad
     return value, _LOSSES[loss][1](out, y)
 
@@ -220,16 +286,16 @@ def trainer(model, spec, lr, compiled, loss):
         # cached_partial walks the model's graph once instead of on every call (measured 1.05x
         # the step here). Its copy of the model stays in training mode; the Variables are shared.
         model.train()
-        cached_step = nnx.cached_partial(nnx.jit(_train_step, static_argnames="loss"), model, optimizer)
+        cached_step = nnx.cached_partial(nnx.jit(partial(_train_step, spec=spec, loss=loss)), model, optimizer)
 
     def step(x, y, masks):
         x, y, masks = _nhwc(x), jnp.asarray(y), _masks(spec, masks)
         if compiled:  # the masks are jitted arguments, as the batch
-            value, correct = cached_step(x, y, masks, loss=loss)
+            value, correct = cached_step(x, y, masks)
         else:
             model.train()
             with jax.disable_jit():
-                value, correct = _train_step(model, optimizer, x, y, masks, loss)
+                value, correct = _train_step(model, optimizer, x, y, masks, spec, loss)
         return float(value), int(correct)
 
     return step

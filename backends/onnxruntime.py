@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
-from polylenet.onnxfile import INPUT, OUTPUT, from_onnx, to_onnx
+from polylenet.onnxfile import INPUT, OUTPUT, from_onnx, output_tensors, to_onnx
 from polylenet.shapes import param_shapes
 
 NAME = "onnxruntime"
@@ -56,5 +56,5 @@ def forward(model, spec, x):
 
 
 def layer_outputs(model, spec, x):
-    outputs = model.session.run(model.outputs, {INPUT: x})
-    return [(name, np.asarray(out, np.float32)) for name, out in zip(spec.layer_names(), outputs)]
+    outputs = dict(zip(model.outputs, model.session.run(model.outputs, {INPUT: x})))
+    return [(path, np.asarray(outputs[tensor], np.float32)) for path, tensor in output_tensors(spec).items()]

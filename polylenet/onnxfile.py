@@ -1,13 +1,25 @@
-"""ONNX files: any polylenet model written as a standard ONNX graph, and LeNet-like ONNX graphs
-(polylenet's own, or a framework exporter's) read back into a neutral spec and weights.
+"""ONNX files: any polylenet model written as a standard ONNX graph, and ONNX graphs of the
+layers and blocks polylenet has (polylenet's own, or a framework exporter's) read back into a
+neutral spec and weights.
 
 Only the ``onnx`` package is needed (``pip install 'polylenet[onnx]'``), no framework, so both
 work from any environment. The graph is the spec, layer by layer: input ``input`` (N, C, H, W)
-float32 with a dynamic batch dimension ``N``, one node per layer named after it (its output
+float32 with a dynamic batch dimension ``N``, one node per layer named by its path (its output
 tensor too; the last one is ``logits``), and the neutral weights as initializers under their
-neutral names. ``batchnorm`` is exported in inference mode (its running statistics), ``dropout``
-as an inference-mode ``Dropout`` (the identity) holding its ratio, ``global_avg_pool`` as
-``GlobalAveragePool``.
+neutral names (``b3.residual1.branch1.conv1.weight``). ``batchnorm`` is exported in inference
+mode (its running statistics), ``dropout`` as an inference-mode ``Dropout`` (the identity) holding
+its ratio (the initializer ``<path>.ratio``), ``global_avg_pool`` as ``GlobalAveragePool``.
+
+The tree is flat in the graph: a group adds nothing but its name to its layers' paths; every
+branch of a block reads the block's input tensor (an empty branch is that tensor itself), and the
+merge node is ``Concat`` (axis 1) named ``<block path>.concat``, or ``Add`` named
+``<block path>.add`` (more than two branches: a chain from the left, as the oracle sums, the
+partial sums ``<block path>.add.sum2``, ...), followed by the block's ``after`` layers
+(:func:`output_tensors` names the tensor of every node). The import reads any series-parallel
+graph of them: a tensor several nodes read opens a block whose branches meet at one Concat on the
+channel axis (axis 3 of NHWC tensors too) or one Add; where the node names are these paths, it
+returns that very tree (groups, labels, ``after``), else blocks labelled ``concat``/``residual``
+with what follows a merge after the block.
 
 >>> import os, tempfile, polylenet
 >>> path = os.path.join(tempfile.mkdtemp(), "lenet5.onnx")
@@ -20,7 +32,7 @@ as an inference-mode ``Dropout`` (the identity) holding its ratio, ``global_avg_
 from __future__ import annotations
 
 import os
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
@@ -31,6 +43,7 @@ from polylenet.errors import BackendUnavailable, OnnxError, SpecError
 from polylenet.layers import (
     Activation,
     BatchNorm,
+    Block,
     Conv2D,
     Dense,
     Dropout,
@@ -39,12 +52,16 @@ from polylenet.layers import (
     Pads,
     Pair,
     Pool2D,
+    Sequential,
+    node_names,
     pool_output_size,
     same_pads,
     unsupported_layer,
 )
+from polylenet.shapes import param_shapes
 from polylenet.spec import Spec
 from polylenet.specfile import load_spec
+from polylenet.tree import run
 from polylenet.weights import Weights, check_weights, init_weights
 
 # ONNX 1.23 writes up to opset 28 and IR version 14; ONNX Runtime 1.31, the runtime we check
@@ -133,6 +150,53 @@ CONSTANTS = {Dropout: lambda layer, name: {f"{name}.ratio": np.array(layer.p, np
 _PARAMS = ("weight", "bias", "running_mean", "running_var")
 
 
+def _graph(spec: Spec, keys: Any, backend: str) -> tuple[list, dict[str, np.ndarray], dict[str, str]]:
+    """The nodes and constant inputs of ``spec``'s graph (``keys``: its weights' names), and the
+    tensor that holds each node's output, by path (every row of :attr:`Spec.outputs`)."""
+    from onnx import helper
+
+    nodes, constants, tensors = [], {}, {}
+    last = spec.leaves[-1][0]
+    blocks = {id(node): path for path, node, _, _ in spec.outputs if isinstance(node, Block)}
+
+    def leaf(path: str, layer: Any, h: str) -> str:
+        if type(layer) not in NODES:
+            raise unsupported_layer(backend, path, layer)
+        output = OUTPUT if path == last else path
+        params = [f"{path}.{attr}" for attr in _PARAMS if f"{path}.{attr}" in keys]
+        nodes.append(NODES[type(layer)](helper, layer, path, [h, *params], output))
+        constants.update(CONSTANTS[type(layer)](layer, path) if type(layer) in CONSTANTS else {})
+        return output
+
+    def merge(block: Block, outputs: list[str]) -> str:
+        name = f"{blocks[id(block)]}.{block.merge}"  # a name no layer, group or block can have
+        if block.merge == "concat":
+            nodes.append(helper.make_node("Concat", outputs, [name], name, axis=1))
+            return name
+        h = outputs[0]  # left to right, as the oracle sums: ((branch1 + branch2) + branch3) ...
+        for index, out in enumerate(outputs[1:], 2):
+            total = name if index == len(outputs) else f"{name}.sum{index}"
+            nodes.append(helper.make_node("Add", [h, out], [total], total))
+            h = total
+        return h
+
+    run(spec, INPUT, leaf, merge, tensors.__setitem__)
+    return nodes, constants, tensors
+
+
+def output_tensors(spec: Spec) -> dict[str, str]:
+    """The tensor of :func:`to_onnx`'s graph that holds each node's output, by path, in
+    :attr:`Spec.outputs` order: a layer's is its path (the last one's ``logits``), a block's its
+    last ``after`` layer's (else its merge node's), a group's its last node's.
+
+    >>> import polylenet
+    >>> tensors = output_tensors(polylenet.load_spec("resnet18"))
+    >>> [tensors[p] for p in ("b2.residual1.branch1.bn2", "b2.residual1", "b5", "dense1")]
+    ['b2.residual1.branch1.bn2', 'b2.residual1.act1', 'b5.residual2.act1', 'logits']
+    """
+    return _graph(spec, param_shapes(spec), "onnx")[2]
+
+
 def to_onnx(spec: Spec, weights: Mapping[str, np.ndarray], backend: str = "onnx") -> Any:
     """The ``onnx.ModelProto`` of ``spec`` with neutral ``weights`` (checked against the spec);
     ``backend`` names the caller in the error for a layer type ONNX export has no node for."""
@@ -140,16 +204,7 @@ def to_onnx(spec: Spec, weights: Mapping[str, np.ndarray], backend: str = "onnx"
     from onnx import TensorProto, helper, numpy_helper
 
     weights = check_weights(spec, weights)
-    nodes, inputs, constants = [], INPUT, {}
-    names = spec.layer_names()
-    for index, (name, layer) in enumerate(spec.named_layers()):
-        if type(layer) not in NODES:
-            raise unsupported_layer(backend, name, layer)
-        output = OUTPUT if index == len(names) - 1 else name
-        params = [f"{name}.{attr}" for attr in _PARAMS if f"{name}.{attr}" in weights]
-        nodes.append(NODES[type(layer)](helper, layer, name, [inputs, *params], output))
-        constants.update(CONSTANTS[type(layer)](layer, name) if type(layer) in CONSTANTS else {})
-        inputs = output
+    nodes, constants, _ = _graph(spec, weights, backend)
     graph = helper.make_graph(
         nodes, spec.name,
         [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["N", *spec.input_shape])],
@@ -208,9 +263,48 @@ def _short_pads(pads: Pads) -> Union[int, Pair, Pads]:
     return pads
 
 
+@dataclass(eq=False)
+class _Leaf:
+    """A layer read from node ``name``, with its neutral arrays."""
+
+    name: str
+    layer: Any
+    params: dict
+
+
+@dataclass(eq=False)
+class _Merge:
+    """A block read from its merge node ``name``: each branch a list of entries."""
+
+    name: str
+    merge: str
+    branches: list
+
+    @property
+    def path(self) -> Optional[str]:  # polylenet names the merge node "<block path>.<merge>"
+        suffix = f".{self.merge}"
+        return self.name[:-len(suffix)] if self.name.endswith(suffix) else None
+
+
+@dataclass(eq=False)
+class _Branch:
+    """A branch being read: the tensor it reached, the merge node that tensor enters (None at the
+    graph's output), its entries and the reader's state there."""
+
+    tensor: str
+    merge: Any
+    entries: list
+    state: tuple
+    merged: Optional[_Merge] = None  # the block this branch starts with, merged from the same fork
+
+
 class _Reader:
     """Walks the activation path of a graph from its input to its output, one node at a time,
-    turning each node into a layer; anything that would change the model is an error."""
+    turning each node into a layer; a tensor several nodes read opens a block, whose branches are
+    read one by one up to the Concat or Add node where they meet (series-parallel graphs: d2l's
+    Inception, Residual and DenseNet blocks); anything that would change the model is an error."""
+
+    _STATE = ("shape", "biased", "padded", "flatten_order", "transposed_at")
 
     def __init__(self, model: Any, source: str):
         from onnx import numpy_helper
@@ -222,13 +316,22 @@ class _Reader:
                 self.constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
         self.stored = set(self.constants)  # initializers and Constant nodes: what the file holds
         self.producers = {output: node for node in self.graph.node for output in node.output}
-        self.layers: list = []
-        self.params: list[dict[str, np.ndarray]] = []
+        self.layers: list = []  # the entries (_Leaf, _Merge) of the sequence being read
+        self.count = 0  # layers read so far
         self.nhwc_input = False
+        # the state of the path being read, saved and restored per branch (_STATE)
         self.flatten_order: Optional[tuple[int, int, int]] = None  # (C, H, W) of an HWC-order flatten
+        self.transposed_at: Any = None  # the Transpose node that made it
         self.shape: tuple[int, ...] = ()
         self.biased = True  # whether the last conv or dense layer has its bias (else an Add may follow)
         self.padded: Optional[tuple[Any, Pads, float]] = None  # a Pad node waiting for its conv or pool
+
+    def state(self) -> tuple:
+        return tuple(getattr(self, key) for key in self._STATE)
+
+    def restore(self, state: tuple) -> None:
+        for key, value in zip(self._STATE, state):
+            setattr(self, key, value)
 
     def fail(self, node: Any, problem: str) -> OnnxError:
         return OnnxError(f"{self.source}: node {node.name or '(unnamed)'!r} ({node.op_type}): {problem}; "
@@ -304,39 +407,151 @@ class _Reader:
         self.input_index = list(self.graph.input).index(inputs[0])
         return tuple(dims[1:])
 
-    def read(self) -> tuple[tuple[int, int, int], list, list]:
+    def read(self) -> tuple[tuple[int, int, int], list]:
         dims = self.input_shape()
-        current, self.shape = self.input_name, (1, *dims)
-        consumers: dict[str, list] = {}
+        self.shape = (1, *dims)
+        self.readers: dict[str, list] = {}  # tensor -> the nodes that read its values (once per input)
         for node in self.graph.node:
-            for name in node.input:
-                consumers.setdefault(name, []).append(node)
+            for name in _data_inputs(node) if node.op_type != "Shape" else ():
+                self.readers.setdefault(name, []).append(node)
         outputs = [v.name for v in self.graph.output]
         if len(outputs) != 1:
             raise OnnxError(f"{self.source}: the graph has {len(outputs)} outputs {outputs}; a LeNet has one")
-        while current != outputs[0]:
-            nexts = [n for n in consumers.get(current, []) if current in _data_inputs(n) and n.op_type != "Shape"]
-            if len(nexts) != 1:
-                raise OnnxError(f"{self.source}: tensor {current!r} feeds {len(nexts)} nodes "
-                                f"({[n.name for n in nexts]}); a LeNet is one chain of layers")
-            node = nexts[0]
-            current = node.output[0]
-            self.node(node)
+        self.output = outputs[0]
+        _, merge = self.sequence(self.input_name)
+        if merge is not None:
+            raise self.fail(merge, "joins a tensor with others that do not branch from the same tensor; "
+                            "polylenet reads blocks whose branches all start at one tensor and meet at one node")
         if self.padded is not None:
             raise self.fail(self.padded[0], "pads the graph's output")
         if self.flatten_order is not None:
             raise OnnxError(f"{self.source}: the graph flattens in (H, W, C) order and no dense layer follows to "
                             "reorder; polylenet flattens in (C, H, W) order")
         input_shape = (dims[2], dims[0], dims[1]) if self.nhwc_input else dims
-        return input_shape, self.layers, self.params
+        return input_shape, self.layers
+
+    def sequence(self, tensor: str) -> tuple[str, Any]:
+        """Read the nodes from ``tensor`` on into ``self.layers`` (a tensor several nodes read: a
+        block) up to the graph's output or a merge node; the tensor reached, and that merge node
+        (None at the output)."""
+        while tensor != self.output:
+            nexts = self.readers.get(tensor, [])
+            if not nexts:
+                raise OnnxError(f"{self.source}: tensor {tensor!r} feeds no node and is not the graph's output")
+            if len(nexts) > 1:
+                tensor = self.block(tensor, nexts)
+                continue
+            node = nexts[0]
+            if node.op_type in ("Concat", "Sum") and len(node.input) == 1:  # of one tensor: the identity
+                tensor = node.output[0]
+                continue
+            if self.merges(node):
+                return tensor, node
+            self.node(node)
+            tensor = node.output[0]
+        return tensor, None
+
+    def merges(self, node: Any) -> bool:
+        """Whether ``node`` joins branches: a Concat, or a sum of two tensors computed from the images."""
+        if node.op_type in ("Concat", "Sum"):
+            return True
+        return node.op_type == "Add" and sum(bool(i) and self.depends_on_input(i) for i in node.input) > 1
+
+    def block(self, fork: str, nexts: list) -> str:
+        """Read the block that starts at tensor ``fork`` (read by the nodes ``nexts``) into
+        ``self.layers``: each branch up to a merge node, then each merge node all of whose inputs
+        branches reached (a branch that is ``fork`` itself: the identity), the merged tensor read on
+        as a branch until one is left. Returns the tensor after the block's last merge."""
+        if self.padded is not None:
+            raise self.fail(self.padded[0], "pads a tensor that several nodes read; polylenet pads only a "
+                            "convolution's or a pooling layer's input")
+        parent, start = self.layers, self.state()
+        branches = []
+        for node in nexts:
+            self.layers = []
+            self.restore(start)
+            if self.merges(node):
+                branches.append(_Branch(fork, node, [], start))
+                continue
+            self.node(node)
+            tensor, merge = self.sequence(node.output[0])
+            branches.append(_Branch(tensor, merge, self.layers, self.state()))
+        while True:
+            for branch in branches:
+                if branch.merge is None:
+                    raise OnnxError(f"{self.source}: a branch from tensor {fork!r} reaches the graph's output "
+                                    f"{branch.tensor!r} without meeting the others at a Concat or Add node")
+            merge, joined = self.complete(fork, branches)
+            entry = self.merged(merge, joined)
+            branches = [branch for branch in branches if all(branch is not j for j in joined)]
+            if not branches:
+                parent.append(entry)
+                self.layers = parent
+                return merge.output[0]
+            self.layers = [entry]
+            tensor, following = self.sequence(merge.output[0])
+            branches.append(_Branch(tensor, following, self.layers, self.state(), entry))
+
+    def complete(self, fork: str, branches: list) -> tuple[Any, list]:
+        """The first merge node all of whose inputs computed from the images are branches reached
+        (each input once), and those branches in its input order."""
+        for merge in {id(branch.merge): branch.merge for branch in branches}.values():
+            inputs = [i for i, name in enumerate(merge.input) if name and self.depends_on_input(name)]
+            taken: dict[int, _Branch] = {}
+            for branch in (b for b in branches if b.merge is merge):
+                index = next((i for i in inputs if i not in taken and merge.input[i] == branch.tensor), None)
+                taken[index] = branch
+            if None not in taken and len(taken) == len(inputs):
+                return merge, [taken[i] for i in inputs]
+        merge = branches[0].merge
+        raise self.fail(merge, f"joins tensors that do not all branch from tensor {fork!r}: not a series-parallel "
+                        "graph; polylenet reads blocks whose branches all start at one tensor and meet at one node")
+
+    def merged(self, node: Any, branches: list) -> _Merge:
+        """The block whose ``branches`` merge node ``node`` joins; the reader's state after it."""
+        kind = "concat" if node.op_type == "Concat" else "add"
+        if len(branches) != len(node.input):
+            raise self.fail(node, f"{'concatenates' if kind == 'concat' else 'sums'} a constant with its "
+                            "branches; polylenet's blocks join their branches alone")
+        states = [dict(zip(self._STATE, branch.state)) for branch in branches]
+        shapes = [state["shape"] for state in states]
+        if any(len(shape) != 4 for shape in shapes) or any(state["padded"] for state in states):
+            raise self.fail(node, f"joins branches of shapes {[s[1:] for s in shapes]}; a block's branches "
+                            "keep (N, C, H, W)")
+        nhwc = [state["flatten_order"] is not None for state in states]
+        if any(nhwc) and not all(nhwc):
+            raise self.fail(node, "joins (N, C, H, W) and (N, H, W, C) tensors")
+        if kind == "concat":
+            axis, channels = int(self.attrs(node).get("axis", 1)), 3 if nhwc[0] else 1
+            if axis % 4 != channels or len({shape[2:] for shape in shapes}) != 1:
+                raise self.fail(node, f"concatenates {[s[1:] for s in shapes]} on axis {axis}; polylenet "
+                                f"concatenates on the channel axis ({channels} here), at one height and width")
+            shape = (1, sum(s[1] for s in shapes), *shapes[0][2:])
+        elif len(set(shapes)) != 1:
+            raise self.fail(node, f"sums tensors of shapes {[s[1:] for s in shapes]}")
+        else:
+            shape = shapes[0]
+        self.restore((shape, True, None, shape[1:] if nhwc[0] else None, node if nhwc[0] else None))
+        parts = []
+        for index, branch in enumerate(branches):
+            inner = branch.merged
+            # a block that is a whole branch, merged from the same fork, of the same kind and not
+            # named as a block of its own (polylenet's "<block>.add.sum2"), is part of this one: an
+            # n-ary sum as a chain of Adds from the left, a Concat of Concats
+            if inner is not None and len(branch.entries) == 1 and inner.merge == kind and inner.path is None and (
+                    kind == "concat" or index == 0):
+                parts.extend(inner.branches)
+            else:
+                parts.append(branch.entries)
+        return _Merge(node.name, kind, parts)
 
     def add(self, node: Any, layer: Any, params: Optional[dict[str, np.ndarray]] = None) -> None:
         try:
-            self.shape = layer.output_shape(f"layer {len(self.layers)}", self.shape)
+            self.shape = layer.output_shape(f"layer {self.count}", self.shape)
         except SpecError as exc:  # e.g. a pool pad over half its window, which polylenet's layers refuse
             raise self.fail(node, str(exc)) from None
-        self.layers.append(layer)
-        self.params.append(params or {})
+        self.layers.append(_Leaf(node.name, layer, params or {}))
+        self.count += 1
 
     def node(self, node: Any) -> None:
         op, a = node.op_type, self.attrs(node)
@@ -346,9 +561,12 @@ class _Reader:
             return
         if op == "Transpose":
             perm = list(a.get("perm", []))
-            if not self.layers and not self.nhwc_input and perm == [0, 3, 1, 2]:
+            if not self.count and not self.nhwc_input and perm == [0, 3, 1, 2]:
                 self.nhwc_input = True  # tf2onnx keeps Keras's NHWC input and transposes it here
                 self.shape = (1, self.shape[3], self.shape[1], self.shape[2])
+                return
+            if perm == [0, 3, 1, 2] and self.flatten_order is not None:  # back from (N, H, W, C)
+                self.flatten_order = self.transposed_at = None
                 return
             if perm == [0, 2, 3, 1] and len(self.shape) == 4 and self.flatten_order is None:
                 self.flatten_order = self.shape[1:]  # undone at the dense layer after the flatten
@@ -519,7 +737,7 @@ class _Reader:
         computed = self.depends_on_input(node.input[1])
         target = (self.computed(node.input[1]) if computed else self.constant(node, 1, "shape")).reshape(-1)
         features = int(np.prod(self.shape[1:]))
-        if not self.layers and target is not None and target.size == 4 and not self.nhwc_input:
+        if not self.count and target is not None and target.size == 4 and not self.nhwc_input:
             h, w, c = self.shape[1:]
             if c == 1 and target[1:].tolist() == [1, h, w]:  # tf2onnx's NHWC-to-NCHW for one channel
                 self.nhwc_input = True
@@ -569,7 +787,8 @@ class _Reader:
     def bias(self, node: Any) -> None:
         """An Add right after a Conv or MatMul without a bias (paddle2onnx, tf2onnx) is its bias."""
         other = [i for i in node.input if self.value(i) is not None]
-        last = self.layers[-1] if self.layers else None
+        entry = self.layers[-1] if self.layers and isinstance(self.layers[-1], _Leaf) else None
+        last = entry.layer if entry is not None else None
         if not isinstance(last, (Conv2D, Dense)) or self.biased or len(other) != 1:
             raise self.fail(node, "an addition that is not the bias of the convolution or dense layer before it")
         bias = np.asarray(self.constants[other[0]], np.float32)
@@ -578,9 +797,9 @@ class _Reader:
         shapes = [(size, 1, 1), (1, size, 1, 1)] if isinstance(last, Conv2D) else [(size,), (1, size)]
         if bias.shape not in shapes:
             raise self.fail(node, f"adds a {bias.shape} constant to {self.shape[1:]}; a bias has shape {shapes[0]}")
-        self.params[-1]["bias"], self.biased = bias.reshape(-1), True
+        entry.params["bias"], self.biased = bias.reshape(-1), True
         if isinstance(last, Conv2D):
-            self.layers[-1] = replace(last, bias=True)
+            entry.layer = replace(last, bias=True)
 
     def batchnorm(self, node: Any, a: dict) -> None:
         if a.get("training_mode", 0):
@@ -626,8 +845,63 @@ class _Reader:
             self.add(node, Flatten())
 
 
+class _Unnamed(Exception):
+    """The node names are not the paths of the tree read (not polylenet's own names)."""
+
+
+def _structure(entries: list, params: list) -> tuple:
+    """The nodes of ``entries`` as read: a block per merge (labelled as polylenet's ``concat`` and
+    ``add`` label theirs), no groups, what follows a merge in the sequence after it."""
+    nodes = []
+    for entry in entries:
+        if isinstance(entry, _Leaf):
+            nodes.append(entry.layer)
+            params.append(entry.params)
+        else:
+            branches = tuple(_structure(branch, params) for branch in entry.branches)
+            nodes.append(Block(entry.merge, branches, (), "concat" if entry.merge == "concat" else "residual"))
+    return tuple(nodes)
+
+
+def _by_path(entries: list, prefix: str, params: list, counts: Optional[dict] = None) -> tuple:
+    """The nodes of ``entries`` whose node names are the paths of polylenet's export: the layers
+    named ``b3.pool1`` and the blocks named ``b3.inception1`` (merge node ``b3.inception1.concat``)
+    inside group ``b3``, a block's ``after`` layers the ones after it named inside it
+    (``b3.residual1.act1``); raises :class:`_Unnamed` where the names are not that tree's."""
+    runs: list[tuple[str, list]] = []
+    for entry in entries:
+        path = entry.name if isinstance(entry, _Leaf) else entry.path
+        if path is None or not path.startswith(prefix) or len(path) == len(prefix):
+            raise _Unnamed
+        name = path[len(prefix):].split(".", 1)[0]
+        if runs and runs[-1][0] == name and path != prefix + name:
+            runs[-1][1].append(entry)
+        else:
+            runs.append((name, [entry]))
+    nodes = []
+    for name, members in runs:
+        head, path, label = members[0], prefix + name, name.rstrip("0123456789")
+        if isinstance(head, _Leaf) and head.name == path and len(members) == 1:
+            nodes.append(head.layer)
+            params.append(head.params)
+        elif isinstance(head, _Merge) and head.path == path:
+            branches = tuple(_by_path(branch, f"{path}.branch{i}.", params)
+                             for i, branch in enumerate(head.branches, 1))
+            after = _by_path(members[1:], path + ".", params, {"branch": len(branches)})
+            nodes.append(Block(head.merge, branches, after, label))
+        elif (head.name if isinstance(head, _Leaf) else head.path) != path:
+            nodes.append(Sequential(_by_path(members, path + ".", params), label))
+        else:
+            raise _Unnamed
+    if node_names(nodes, counts) != [name for name, _ in runs]:
+        raise _Unnamed
+    return tuple(nodes)
+
+
 def from_onnx(model: Any, source: str = "<onnx>", name: Optional[str] = None) -> tuple[Spec, Weights]:
-    """The neutral spec and weights of a LeNet-like ``onnx.ModelProto``."""
+    """The neutral spec and weights of a LeNet-like ``onnx.ModelProto``, blocks included (see
+    :class:`_Reader`); where its node names are the spec paths polylenet's export writes, with
+    that spec's groups, block labels and ``after`` layers (so a round trip returns the spec)."""
     onnx = _onnx()
     try:
         onnx.checker.check_model(model)
@@ -635,20 +909,33 @@ def from_onnx(model: Any, source: str = "<onnx>", name: Optional[str] = None) ->
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise OnnxError(f"{source}: not a valid ONNX model: {str(exc).splitlines()[0]}") from None
     reader = _Reader(model, source)
-    input_shape, layers, params = reader.read()
-    if not layers or len(reader.shape) != 2:
+    input_shape, entries = reader.read()
+    if not entries or len(reader.shape) != 2:
         raise OnnxError(f"{source}: the graph ends with shape {reader.shape}, not (N, classes); a LeNet ends "
                         "in its logits (a dense layer, or a flatten)")
-    spec = Spec(name or model.graph.name or "imported", tuple(layers), input_shape, reader.shape[1])
-    weights = {f"{layer}.{key}": np.ascontiguousarray(value, np.float32)
-               for layer, values in zip(spec.layer_names(), params) for key, value in values.items()}
+    name = name or model.graph.name or "imported"
+    spec = None
+    try:
+        params: list = []
+        spec = Spec(name, _by_path(entries, "", params), input_shape, reader.shape[1])
+    except (_Unnamed, SpecError):
+        pass
+    if spec is None:
+        params = []
+        try:
+            spec = Spec(name, _structure(entries, params), input_shape, reader.shape[1])
+        except SpecError as exc:
+            raise OnnxError(f"{source}: the layers read are not a valid spec: {exc}") from None
+    weights = {f"{path}.{key}": np.ascontiguousarray(value, np.float32)
+               for (path, *_), values in zip(spec.leaves, params) for key, value in values.items()}
     return spec, check_weights(spec, weights, source)
 
 
 def import_onnx(path: Union[str, os.PathLike]) -> tuple[Spec, Weights]:
-    """Read an ONNX LeNet (polylenet's export, or a framework exporter's) into a neutral spec and
-    weights, ready for ``polylenet.build(spec, backend=..., weights=weights)``. An operator or
-    attribute that polylenet cannot map exactly raises :class:`OnnxError` naming the node.
+    """Read an ONNX LeNet or block CNN (polylenet's export, or a framework exporter's) into a
+    neutral spec and weights, ready for ``polylenet.build(spec, backend=..., weights=weights)``.
+    An operator or attribute that polylenet cannot map exactly, or a graph that is not
+    series-parallel, raises :class:`OnnxError` naming the node.
 
     >>> import os, tempfile, numpy as np, polylenet
     >>> path = polylenet.export_onnx("lenet-relu", os.path.join(tempfile.mkdtemp(), "m.onnx"))
