@@ -1,10 +1,14 @@
-"""MindSpore: LeNet as a mindspore.nn.SequentialCell, as in d2l's MindSpore tab."""
+"""MindSpore: the spec as a mindspore.nn.SequentialCell, as in d2l's MindSpore tab; a group is an
+nn.SequentialCell, a block d2l's own kind of Cell (:class:`Residual`, :class:`Concat` as
+``Inception``), each child named as the spec names it, so ``getattr`` per part of a path
+(``b3``, ``residual1``, ``branch1``, ``conv1``) finds the layer."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 from collections import OrderedDict
+from functools import reduce
 
 import numpy as np
 
@@ -19,8 +23,10 @@ from polylenet.layers import (
     Pool2D,
     unsupported_layer,
 )
+from polylenet.masks import dropout_layers
 from polylenet.quiet import quiet_import
-from polylenet.shapes import is_state, layer_table, param_shapes
+from polylenet.shapes import is_state, param_shapes
+from polylenet.tree import fold, run
 
 # MindSpore's C++ log is verbose at WARNING; it reads GLOG_v once, while importing.
 with quiet_import({"GLOG_v": "3"}):
@@ -188,13 +194,66 @@ _LAYERS = {Conv2D: _conv, Pool2D: _pool, Activation: _activation, Flatten: _flat
            BatchNorm: _batchnorm, Dropout: _dropout, GlobalAvgPool: _global_avg_pool}
 
 
+class Concat(nn.Cell):
+    """d2l's ``Inception`` (and DenseNet's ``ops.concat((X, Y), axis=1)``): every branch on the
+    input, the outputs concatenated on the channel axis in branch order, then the ``after`` layers.
+    The children are attributes under the spec's names (their parameters prefixed so); the lists
+    beside them are what ``construct`` loops over, as nn.SequentialCell's ``cell_list``."""
+
+    def __init__(self, branches, after):
+        super().__init__()
+        for name, cell in branches + after:
+            setattr(self, name, cell)
+        self.branch_cells = [cell for _, cell in branches]
+        self.after_cells = [cell for _, cell in after]
+
+    @staticmethod
+    def merge(outputs):
+        return ops.concat(outputs, axis=1)
+
+    def construct(self, x):
+        outputs = ()
+        for branch in self.branch_cells:
+            outputs += (branch(x),)
+        y = self.merge(outputs)
+        for cell in self.after_cells:
+            y = cell(y)
+        return y
+
+
+class Residual(Concat):
+    """d2l's ``Residual``: the body (branch1) plus the shortcut (branch2: identity or a 1x1
+    conv), then the ``after`` layers (its final ReLU)."""
+
+    @staticmethod
+    def merge(outputs):
+        y = outputs[0]
+        for output in outputs[1:]:
+            y = y + output
+        return y
+
+
+_BLOCKS = {"concat": Concat, "add": Residual}
+
+
+def _layer(path, layer, in_shape):
+    if type(layer) not in _LAYERS:
+        raise unsupported_layer(NAME, path, layer)
+    return _LAYERS[type(layer)](path, layer, in_shape)
+
+
+def _group(children):
+    return nn.SequentialCell(OrderedDict(children))  # an empty one (an identity branch) returns its input
+
+
 def build(spec):
-    layers = OrderedDict()
-    for name, layer, in_shape, _ in layer_table(spec):
-        if type(layer) not in _LAYERS:
-            raise unsupported_layer(NAME, name, layer)
-        layers[name] = _LAYERS[type(layer)](name, layer, in_shape)
-    return nn.SequentialCell(layers)
+    return _group(fold(spec, _layer, lambda path, node, children: _group(children),
+                       lambda path, node, branches, after: _BLOCKS[node.merge](
+                           [(name, _group(b)) for name, b in zip(node.branch_names(), branches)], after)))
+
+
+def _cell(model, path):
+    return reduce(getattr, path.split("."), model)
 
 
 # MindSpore's names for the neutral arrays where they differ, per layer type
@@ -205,10 +264,10 @@ _MINDSPORE_NAMES = {BatchNorm: {"weight": "gamma", "bias": "beta", "running_mean
 def _parameters(model, spec):
     """(key, Parameter) for every neutral array. MindSpore's layouts are the neutral ones:
     Conv2d (out, in, kh, kw), Dense (out, in)."""
-    cells, types = model.name_cells(), {name: type(layer) for name, layer in spec.named_layers()}
+    types = {path: type(layer) for path, layer, _, _ in spec.leaves}
     for key in param_shapes(spec):
-        name, attr = key.split(".")
-        yield key, getattr(cells[name], _MINDSPORE_NAMES.get(types[name], {}).get(attr, attr))
+        path, attr = key.rsplit(".", 1)
+        yield key, getattr(_cell(model, path), _MINDSPORE_NAMES.get(types[path], {}).get(attr, attr))
 
 
 def set_weights(model, spec, weights):
@@ -226,12 +285,15 @@ def forward(model, spec, x):
         return model(ms.Tensor(x)).asnumpy()
 
 
+def _merge(block, outputs):
+    return _BLOCKS[block.merge].merge(outputs)
+
+
 def layer_outputs(model, spec, x):
     model.set_train(False)
-    h, outputs = ms.Tensor(x), []
-    for name, cell in model.name_cells().items():
-        h = cell(h)
-        outputs.append((name, h.asnumpy()))
+    outputs = []
+    run(spec, ms.Tensor(x), lambda path, layer, h: _cell(model, path)(h), _merge,
+        lambda path, h: outputs.append((path, h.asnumpy())))
     return outputs
 
 
@@ -240,34 +302,76 @@ def _correct(logits, y):
 
 
 # loss -> (the loss Cell of (output, y), the predictions it got right); squared_error counts none.
-# nn.MSELoss(reduction="sum") is d2l's `((Y_hat - Y) ** 2).sum()`.
-_LOSSES = {"cross_entropy": (nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean"), _correct),
+# nn.MSELoss(reduction="sum") is d2l's `((Y_hat - Y) ** 2).sum()`. Cross-entropy is nn.CrossEntropyLoss
+# (log_softmax, then nll_loss), not d2l's nn.SoftmaxCrossEntropyWithLogits(sparse=True): MindSpore
+# 2.10's CPU kernel of that one takes the log of an underflowed softmax, so an example's loss above
+# ~88 comes out inf (the block-edge spec's third step: inf against 56.2); its gradient is the same.
+# Measured against float64 at logit scales 1 to 1000: loss within 2.2e-7, gradient within 2.3e-7.
+_LOSSES = {"cross_entropy": (nn.CrossEntropyLoss(reduction="mean"), _correct),
            "squared_error": (nn.MSELoss(reduction="sum"), lambda out, y: 0)}
 
 
+# The masked training forward: the model's tree again (built by fold), of Cells called as
+# (x, masks), ``masks`` a tuple of Tensors, one per dropout layer in spec.leaves order. Every loop
+# unrolls in GRAPH_MODE and each slot is a constant. They hold the model's own cells with
+# auto_prefix=False: new SequentialCells (or CellLists) around them would rename their parameters.
 class MaskedForward(nn.Cell):
-    """``model`` with each nn.Dropout's output its input times the given mask instead of its own
-    draw; ``masks`` a tuple of Tensors, one per dropout layer in order. The loop over the model's
-    own cells unrolls in GRAPH_MODE; the slots are constants. (A wrapper holding the cells in new
-    SequentialCells would rename the model's parameters: SequentialCell prefixes them.)"""
+    """A group's (or the model's) nodes in order, each given the masks."""
 
-    def __init__(self, model):
+    def __init__(self, nodes):
         super().__init__(auto_prefix=False)
-        self.model = model
-        dropouts = [isinstance(cell, nn.Dropout) for cell in model.cell_list]
-        self.slots = tuple(sum(dropouts[:i]) if drops else -1 for i, drops in enumerate(dropouts))
+        self.nodes = [node for _, node in nodes]
 
     def construct(self, x, masks):
-        for cell, slot in zip(self.model.cell_list, self.slots):
-            if slot < 0:
-                x = cell(x)
-            else:
-                x = x * masks[slot]
+        for node in self.nodes:
+            x = node(x, masks)
         return x
 
 
-def _loss_fn(model, loss):
-    loss_cell, masked = _LOSSES[loss][0], MaskedForward(model)
+class _Unmasked(nn.Cell):
+    def __init__(self, cell):
+        super().__init__(auto_prefix=False)
+        self.cell = cell
+
+    def construct(self, x, masks):
+        return self.cell(x)
+
+
+class _Mask(nn.Cell):
+    """A dropout: its input times its mask instead of nn.Dropout's own draw."""
+
+    def __init__(self, slot):
+        super().__init__()
+        self.slot = slot
+
+    def construct(self, x, masks):
+        return x * masks[self.slot]
+
+
+class _MaskedBlock(nn.Cell):
+    """A block's branches and ``after`` layers given the masks, merged by the block's own merge."""
+
+    def __init__(self, block, branches, after):
+        super().__init__(auto_prefix=False)
+        self.block, self.branches, self.after = block, [MaskedForward(b) for b in branches], MaskedForward(after)
+
+    def construct(self, x, masks):
+        outputs = ()
+        for branch in self.branches:
+            outputs += (branch(x, masks),)
+        return self.after(self.block.merge(outputs), masks)
+
+
+def _masked_forward(model, spec):
+    slots = {path: slot for slot, (path, _, _) in enumerate(dropout_layers(spec))}
+    return MaskedForward(fold(
+        spec, lambda path, layer, _: _Mask(slots[path]) if path in slots else _Unmasked(_cell(model, path)),
+        lambda path, node, children: MaskedForward(children),
+        lambda path, node, branches, after: _MaskedBlock(_cell(model, path), branches, after)))
+
+
+def _loss_fn(model, spec, loss):
+    loss_cell, masked = _LOSSES[loss][0], _masked_forward(model, spec)
 
     def loss_fn(x, y, *masks):  # no masks: the model's own cells (its nn.Dropout draws), the graph as before
         out = masked(x, masks) if masks else model(x)
@@ -278,13 +382,13 @@ def _loss_fn(model, loss):
 
 def _mask_tensors(spec, masks):
     """The masks as a tuple of Tensors in dropout-layer order; none for None or {}."""
-    return tuple(ms.Tensor(masks[name]) for name in spec.layer_names() if name in (masks or {}))
+    return tuple(ms.Tensor(masks[path]) for path, _, _ in dropout_layers(spec) if path in (masks or {}))
 
 
 def loss_and_grads(model, spec, x, y, loss, masks):
     model.set_train(True)
     keys, params = zip(*((k, p) for k, p in _parameters(model, spec) if not is_state(k)))
-    (value, _), grads = ms.value_and_grad(_loss_fn(model, loss), None, list(params), has_aux=True)(
+    (value, _), grads = ms.value_and_grad(_loss_fn(model, spec, loss), None, list(params), has_aux=True)(
         ms.Tensor(x), ms.Tensor(y), *_mask_tensors(spec, masks))
     return float(value.asnumpy()), {k: g.asnumpy() for k, g in zip(keys, grads)}
 
@@ -293,11 +397,12 @@ class TrainStep(nn.Cell):
     """One SGD step of ``model`` (forward, backward, update) as a Cell, so it can run as one graph;
     the dropout masks, if given, are inputs of that graph like the batch."""
 
-    def __init__(self, model, lr, loss):
+    def __init__(self, model, spec, lr, loss):
         super().__init__(auto_prefix=False)
         self.model = model
         self.optimizer = nn.SGD(model.trainable_params(), learning_rate=lr)
-        self.grad_fn = ms.value_and_grad(_loss_fn(model, loss), None, self.optimizer.parameters, has_aux=True)
+        self.grad_fn = ms.value_and_grad(_loss_fn(model, spec, loss), None, self.optimizer.parameters,
+                                         has_aux=True)
 
     def construct(self, x, y, *masks):
         (loss, out), grads = self.grad_fn(x, y, *masks)
@@ -320,7 +425,7 @@ def _graph_mode():
 
 
 def trainer(model, spec, lr, compiled, loss):
-    train_step, correct = TrainStep(model, lr, loss), _LOSSES[loss][1]
+    train_step, correct = TrainStep(model, spec, lr, loss), _LOSSES[loss][1]
     # compiled: the whole step as one graph; a new batch shape (the short last batch) compiles once more
     mode = _graph_mode if compiled else contextlib.nullcontext
 
