@@ -3,11 +3,12 @@ the chapter's ``net``, Xavier init, the framework's own data pipeline and ``trai
 (SGD, cross-entropy, per-batch loss/accuracy accumulation). No polylenet code runs in here.
 
 Each chapter's net is ``lenet_<backend>()``; ``train_ch6_<backend>(net, x, y, epochs, lr,
-batch_size)`` is the book's loop, shared with the AlexNet chapter (``d2l_alexnet_loops.py``), as
-the book shares its ``train_ch6``. ``LOOPS[backend](x, y, epochs, lr, batch_size)`` takes NCHW
-float32 images in [0, 1] and int labels, and returns ``(wall, steps)``: the seconds the training loops took (evaluation
-excluded), and the seconds d2l's ``Timer`` counts in ``train_ch6`` (started after a batch is
-fetched, stopped after its metrics are added: the steps without the data loading).
+batch_size)`` is the book's loop, shared with the AlexNet and ResNet chapters
+(``d2l_alexnet_loops.py``, ``d2l_resnet_loops.py``), as the book shares its ``train_ch6``.
+``LOOPS[backend](x, y, epochs, lr, batch_size)`` takes NCHW float32 images in [0, 1] and int
+labels, and returns ``(wall, steps)``: the seconds the training loops took (evaluation excluded),
+and the seconds d2l's ``Timer`` counts in ``train_ch6`` (started after a batch is fetched, stopped
+after its metrics are added: the steps without the data loading).
 """
 
 from __future__ import annotations
@@ -293,28 +294,36 @@ def lenet_jax():
 
 def train_ch6_jax(net, x, y, epochs, lr, batch_size):
     # optax SGD in a flax TrainState, one jax.jit-compiled training step; a dropout key in the
-    # state, split every step as d2l-en's TrainState does (unused by a net without dropout)
+    # state, split every step, and the BatchNorm statistics ('batch_stats', updated every step),
+    # as d2l-en's TrainState does (unused by a net without dropout or BatchNorm)
     import jax
     import jax.numpy as jnp
     import optax
     from flax.training.train_state import TrainState
 
     class State(TrainState):
+        batch_stats: dict
         dropout_rng: jax.Array
 
     nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
     _, params_key, dropout_key = jax.random.split(jax.random.PRNGKey(0), 3)
-    params = net.init({"params": params_key, "dropout": dropout_key}, jnp.zeros((1, *nhwc.shape[1:])))["params"]
-    state = State.create(apply_fn=net.apply, params=params, tx=optax.sgd(lr), dropout_rng=dropout_key)
+    variables = net.init({"params": params_key, "dropout": dropout_key}, jnp.zeros((1, *nhwc.shape[1:])))
+    state = State.create(apply_fn=net.apply, params=variables["params"], tx=optax.sgd(lr),
+                         batch_stats=variables.get("batch_stats", {}), dropout_rng=dropout_key)
 
     @jax.jit
     def training_step(state, X, y_):
         def loss(params):
-            y_hat = state.apply_fn({"params": params}, X, rngs={"dropout": state.dropout_rng})
-            return optax.softmax_cross_entropy_with_integer_labels(y_hat, y_).mean(), y_hat
+            if not state.batch_stats:
+                y_hat = state.apply_fn({"params": params}, X, rngs={"dropout": state.dropout_rng})
+                return optax.softmax_cross_entropy_with_integer_labels(y_hat, y_).mean(), (y_hat, {})
+            y_hat, updates = state.apply_fn({"params": params, "batch_stats": state.batch_stats}, X,
+                                            mutable=["batch_stats"], rngs={"dropout": state.dropout_rng})
+            return optax.softmax_cross_entropy_with_integer_labels(y_hat, y_).mean(), (y_hat, updates)
 
-        (l, y_hat), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
-        state = state.apply_gradients(grads=grads).replace(dropout_rng=jax.random.split(state.dropout_rng)[0])
+        (l, (y_hat, updates)), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
+        state = state.apply_gradients(grads=grads).replace(dropout_rng=jax.random.split(state.dropout_rng)[0],
+                                                           batch_stats=updates.get("batch_stats", state.batch_stats))
         return state, l, (y_hat.argmax(1) == y_).sum()
 
     rng = np.random.default_rng(0)
@@ -332,7 +341,7 @@ def train_ch6_jax(net, x, y, epochs, lr, batch_size):
     return time.perf_counter() - start, timer.sum()
 
 
-# d2l's train_ch6 per framework, shared by the chapters (d2l_alexnet_loops.py uses them too)
+# d2l's train_ch6 per framework, shared by the chapters (d2l_alexnet_loops.py, d2l_resnet_loops.py)
 TRAIN_CH6 = {"torch": train_ch6_torch, "tensorflow": train_ch6_tensorflow, "mxnet": train_ch6_mxnet,
              "paddle": train_ch6_paddle, "mindspore": train_ch6_mindspore, "jax": train_ch6_jax}
 NETS = {"torch": lenet_torch, "tensorflow": lenet_tensorflow, "mxnet": lenet_mxnet, "paddle": lenet_paddle,

@@ -8,6 +8,7 @@ measurement runs in a fresh child process started with the backend's own environ
     python benchmarks/run.py --backends torch,mxnet --epochs 2 --eager
     POLYLENET_DATA=../shared/data python benchmarks/run.py   # data beside the checkout
     python benchmarks/run.py --spec alexnet --train-subset 256   # d2l's AlexNet chapter
+    python benchmarks/run.py --spec resnet18                     # d2l's ResNet chapter, 512 images
 
 ``--spec alexnet`` (or ``alexnet-tf-tab``) runs d2l's AlexNet chapter instead: each tab's own
 AlexNet and train_ch6 loop (d2l_alexnet_loops.py) against polylenet.train on that spec, at the
@@ -16,6 +17,11 @@ handed the images already resized by polylenet's resize, outside its timing; pol
 includes its per-batch resize, as its training loop does it. Keep the subsets small: AlexNet on
 a CPU trains at tens of images a second.
 
+``--spec resnet18`` (or ``resnet18-tf-tab``) runs d2l's ResNet chapter the same way: each tab's own
+ResNet-18 and train_ch6 loop (d2l_resnet_loops.py) against polylenet.train on that spec, at the
+book's lr 0.05 and batch 256, on 96x96 inputs. Without ``--train-subset`` the modern chapters train
+on two of the book's batches (256 images for AlexNet, 512 for ResNet) and evaluate on 100.
+
 Prints a table: examples/sec of (a) by d2l's Timer (steps only, as train_ch6 reports it) and by
 the wall clock, of (b) by the wall clock, both ratios, and peak memory (RSS) of each.
 """
@@ -23,6 +29,7 @@ the wall clock, of (b) by the wall clock, both ratios, and peak memory (RSS) of 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -34,9 +41,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # this checkout's polylenet (its core needs only numpy)
 
-# The specs of d2l's AlexNet chapter that d2l_alexnet_loops.py has the book's loops for (the
-# loops follow each tab's own AlexNet, whichever of the two specs polylenet trains)
-MODERN = ("alexnet", "alexnet-tf-tab")
+# The specs of d2l's modern chapters and the module with the book's loops for each (the loops
+# follow each tab's own network, whichever of the chapter's two specs polylenet trains)
+MODERN = {"alexnet": "d2l_alexnet_loops", "alexnet-tf-tab": "d2l_alexnet_loops",
+          "resnet18": "d2l_resnet_loops", "resnet18-tf-tab": "d2l_resnet_loops"}
 
 
 def child(args: argparse.Namespace) -> None:
@@ -50,16 +58,12 @@ def child(args: argparse.Namespace) -> None:
                          compiled=not args.eager)
     if args.child == "d2l":
         sys.path.insert(0, str(HERE))
-        if args.spec in MODERN:
-            from d2l_alexnet_loops import LOOPS
-        else:
-            from d2l_loops import LOOPS
-
+        loops = importlib.import_module(MODERN.get(args.spec, "d2l_loops")).LOOPS
         idx = fixed_subset(len(data.train_labels), args.train_subset)
-        # the d2l loop is given the spec's inputs (for AlexNet: resized to 224x224, untimed)
+        # the d2l loop is given the spec's inputs (AlexNet's resized to 224x224, ResNet's to 96x96; untimed)
         x = to_model_inputs(data.train_images[idx], polylenet.load_spec(args.spec).input_shape)
         y = data.train_labels[idx]
-        seconds, steps = LOOPS[args.backend](x, y, args.epochs, config.lr, config.batch_size)
+        seconds, steps = loops[args.backend](x, y, args.epochs, config.lr, config.batch_size)
         examples = len(x) * args.epochs
     else:
         history = polylenet.train(args.spec, backend=args.backend, config=config, data=data, progress=False)
@@ -72,7 +76,7 @@ def child(args: argparse.Namespace) -> None:
 
 
 def test_subset(args: argparse.Namespace) -> int:
-    """The test images polylenet evaluates on after each epoch (untimed): 1000 for LeNet, 100 for AlexNet."""
+    """The test images polylenet evaluates on after each epoch (untimed): 1000 for LeNet, 100 for the modern CNNs."""
     if args.test_subset is not None:
         return args.test_subset
     return 100 if args.spec in MODERN else 1000
@@ -101,10 +105,13 @@ def main() -> None:
     parser.add_argument("--backends", default="all")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--spec", default="lenet5", choices=["lenet5", *MODERN],
-                        help="lenet5 (d2l_loops.py) or d2l's AlexNet chapter (d2l_alexnet_loops.py)")
-    parser.add_argument("--train-subset", type=int, default=None)
+                        help="lenet5 (d2l_loops.py) or d2l's AlexNet or ResNet chapter (d2l_alexnet_loops.py, "
+                             "d2l_resnet_loops.py)")
+    parser.add_argument("--train-subset", type=int, default=None,
+                        help="default: all 60,000 for lenet5, two of the book's batches for AlexNet and ResNet")
     parser.add_argument("--test-subset", type=int, default=None,
-                        help="polylenet's (untimed) evaluation set: default 1000 for lenet5, 100 for AlexNet")
+                        help="polylenet's (untimed) evaluation set: default 1000 for lenet5, 100 for AlexNet and "
+                             "ResNet")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--eager", action="store_true", help="polylenet without compiled steps")
     parser.add_argument("--envs", default=None, help="folder of per-backend envs (default .tox)")
@@ -126,6 +133,8 @@ def main() -> None:
 
     from polylenet.training import book_batch_size, book_lr
 
+    if args.train_subset is None and args.spec in MODERN:  # slow on a CPU: a few steps by default
+        args.train_subset = 2 * book_batch_size(args.spec)
     shape = load_spec(args.spec).input_shape
     n = min(args.train_subset or 60000, 60000)
     if 4 * n * shape[0] * shape[1] * shape[2] > 4 * 2**30:  # the d2l child holds its (resized) inputs at once
