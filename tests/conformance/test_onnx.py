@@ -1,7 +1,8 @@
 """ONNX files polylenet writes run on ONNX Runtime to the oracle's numbers and read back
 bit-exactly; graphs it cannot map exactly are refused, naming the node and the attribute.
 
-Framework-free: these run in every environment that has the onnx extra (the core env included).
+Framework-free: they run in the core env (the one that tests numpy); each framework's env runs
+its own exporter's files through the same importer (test_onnx_exporters.py).
 """
 
 import itertools
@@ -32,6 +33,8 @@ from polylenet.reference import pool_forward
 
 onnx = pytest.importorskip("onnx", reason="the onnx extra is not installed: pip install 'polylenet[onnx]'")
 ort = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed: pip install 'polylenet[onnx]'")
+pytestmark = pytest.mark.skipif("numpy" not in BACKENDS,
+                                reason="framework-free: runs once, in the core env (it tests numpy)")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 
@@ -727,76 +730,3 @@ def test_a_block_cnn_exports_runs_and_imports_back(variant, tmp_path):
     assert sorted(read) == sorted(weights)
     for key in weights:
         assert np.array_equal(read[key], weights[key]), key
-
-
-@pytest.mark.skipif("torch" not in BACKENDS, reason="torch is not among the backends under test")
-def test_a_torchvision_basic_block_exported_by_torch_onnx_imports(tmp_path):
-    """torchvision's ResNet BasicBlock (bias-free 3x3 convs, BatchNorm, a strided 1x1 downsample,
-    ``out += identity``, ReLU) with a GAP/Linear head, exported with the torch exporter's settings
-    (backends/_onnx_exporters.py): an add block of the body and the downsample, the ReLU after it;
-    the imported spec's logits on the oracle are torch's. Measured: within 1.5e-8 (torch 2.13)."""
-    import torch
-    from torch import nn
-
-    from polylenet.backends._onnx_exporters import EXPORTERS
-
-    class BasicBlock(nn.Module):
-        def __init__(self, inplanes, planes, stride):
-            super().__init__()
-            self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(planes)
-            self.relu = nn.ReLU(inplace=True)
-            self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(planes)
-            self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
-
-        def forward(self, x):
-            identity = x
-            out = self.relu(self.bn1(self.conv1(x)))
-            out = self.bn2(self.conv2(out))
-            identity = self.downsample(x)
-            out += identity
-            return self.relu(out)
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.layer1 = BasicBlock(3, 8, 2)
-            self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-            self.fc = nn.Linear(8, 10)
-
-        def forward(self, x):
-            return self.fc(torch.flatten(self.avgpool(self.layer1(x)), 1))
-
-    torch.manual_seed(0)
-    net = Net()
-    with torch.no_grad():
-        for bn in (m for m in net.modules() if isinstance(m, nn.BatchNorm2d)):
-            for tensor, (low, high) in ((bn.weight, (0.5, 1.5)), (bn.bias, (-0.5, 0.5)),
-                                        (bn.running_mean, (-0.5, 0.5)), (bn.running_var, (0.2, 1.5))):
-                tensor.uniform_(low, high)
-    net.eval()
-    P = polylenet
-    body = (P.conv2d(8, 3, 2, 1, bias=False), P.batchnorm(), P.activation("relu"),
-            P.conv2d(8, 3, padding=1, bias=False), P.batchnorm())
-    expected = P.Spec("basic-block", (P.add(body, (P.conv2d(8, 1, 2, bias=False), P.batchnorm())),
-                                      P.activation("relu"), P.global_avg_pool(), P.flatten(), P.dense(10)),
-                      input_shape=(3, 12, 12))
-    path = tmp_path / "basic_block.onnx"
-    EXPORTERS["torch"](net, expected, path)
-    imported, read = polylenet.import_onnx(path)
-    assert imported.layers == expected.layers
-    state = net.state_dict()
-    torch_names = {"residual1.branch1.conv1": "layer1.conv1", "residual1.branch1.bn1": "layer1.bn1",
-                   "residual1.branch1.conv2": "layer1.conv2", "residual1.branch1.bn2": "layer1.bn2",
-                   "residual1.branch2.conv1": "layer1.downsample.0", "residual1.branch2.bn1": "layer1.downsample.1",
-                   "dense1": "fc"}
-    assert sorted(read) == sorted(polylenet.param_shapes(expected))
-    for key, value in read.items():
-        path_, attr = key.rsplit(".", 1)
-        assert np.array_equal(value, state[f"{torch_names[path_]}.{attr}"].numpy()), key
-    x, _ = batches(expected, count=1, size=4)[0]
-    with torch.no_grad():
-        logits = net(torch.from_numpy(x)).numpy()
-    error = float(np.max(np.abs(oracle_logits(imported, read, x) - logits)))
-    assert error <= 1e-5, error
