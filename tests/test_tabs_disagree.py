@@ -12,6 +12,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from tabs_disagree import resnet_tabs  # noqa: E402
 
 needs_data = pytest.mark.skipif(not os.environ.get("POLYLENET_DATA"), reason="POLYLENET_DATA is not set (tox sets it)")
+pytestmark = pytest.mark.skipif("numpy" not in os.environ.get("POLYLENET_TEST_BACKENDS", "numpy").split(","),
+                                reason="numpy only: runs once, in the core env")
 
 
 @needs_data
