@@ -116,6 +116,32 @@ class OracleCase(dict):
         return self[key]
 
 
+def _oracle(case):
+    return polylenet.build(case["spec"], backend="numpy", weights=case["weights"])
+
+
+def _oracle_outputs(case):
+    return {"outputs": polylenet.layer_outputs(_oracle(case), case["data"][0][0])}
+
+
+def _oracle_gradients(case):
+    (x, y), masks = case["data"][0], case["masks"][0]
+    return dict(zip(("loss", "grads"), polylenet.loss_and_grads(_oracle(case), x, y, masks=masks)))
+
+
+def _oracle_steps(case):
+    oracle = _oracle(case)
+    step = polylenet.trainer(oracle, lr=case["lr"])
+    losses = [step(x, y, m)[0] for (x, y), m in zip(case["data"], case["masks"])]
+    return {"step_losses": losses, "trained": polylenet.get_weights(oracle)}
+
+
+# What an OracleCase computes on the oracle, by result key: the first batch's layer outputs, its
+# loss and gradients with the first step's masks, and every step's loss and the trained weights
+ORACLE_COMPUTATIONS = {"outputs": _oracle_outputs, "loss": _oracle_gradients, "grads": _oracle_gradients,
+                       "step_losses": _oracle_steps, "trained": _oracle_steps}
+
+
 def conformance_weights(spec, seed=1):
     """d2l's init plus non-zero biases, and batchnorm gammas, running means and running
     variances away from 1, 0 and 1 (some variances small, so eps matters), so a dropped or

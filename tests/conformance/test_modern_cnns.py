@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import polylenet
-from cases import BACKENDS, OracleCase, batches, conformance_weights, relative_error
+from cases import BACKENDS, ORACLE_COMPUTATIONS, OracleCase, batches, conformance_weights, relative_error
 from polylenet.masks import dropout_masks
 from polylenet.shapes import is_state
 
@@ -36,32 +36,14 @@ STEPS = 2
 GRADIENT_BOUND_BEFORE_LAST_POOL = 3e-2
 
 
-def _outputs(case):
-    oracle = polylenet.build(case["spec"], backend="numpy", weights=case["weights"])
-    return {"outputs": polylenet.layer_outputs(oracle, case["data"][0][0])}
-
-
-def _gradients(case):
-    oracle = polylenet.build(case["spec"], backend="numpy", weights=case["weights"])
-    (x, y), masks = case["data"][0], case["masks"][0]
-    return dict(zip(("loss", "grads"), polylenet.loss_and_grads(oracle, x, y, masks=masks)))
-
-
-def _steps(case):
-    oracle = polylenet.build(case["spec"], backend="numpy", weights=case["weights"])
-    step = polylenet.trainer(oracle, lr=case["lr"])
-    losses = [step(x, y, m)[0] for (x, y), m in zip(case["data"], case["masks"])]
-    return {"step_losses": losses, "trained": polylenet.get_weights(oracle)}
-
-
-_ORACLE = {"outputs": _outputs, "loss": _gradients, "grads": _gradients, "step_losses": _steps, "trained": _steps}
 
 
 @pytest.fixture(scope="module", params=NAMES)
 def case(request):
     spec = polylenet.load_spec(request.param)
-    return OracleCase(_ORACLE, spec=spec, weights=conformance_weights(spec), data=batches(spec, count=STEPS, size=2),
-                masks=[dropout_masks(spec, 2, 0, 0, step) for step in range(STEPS)], lr=polylenet.book_lr(spec))
+    return OracleCase(ORACLE_COMPUTATIONS, spec=spec, weights=conformance_weights(spec),
+                      data=batches(spec, count=STEPS, size=2),
+                      masks=[dropout_masks(spec, 2, 0, 0, step) for step in range(STEPS)], lr=polylenet.book_lr(spec))
 
 
 _MODELS = {}
