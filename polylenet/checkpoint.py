@@ -8,8 +8,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import zipfile
-import zlib
 from pathlib import Path
 from typing import Any, Mapping, Union
 
@@ -17,7 +15,7 @@ import numpy as np
 
 from polylenet.atomic import atomic_write
 from polylenet.errors import CheckpointError
-from polylenet.weights import Weights
+from polylenet.weights import Weights, check_finite, read_npz
 
 _PREFIX = "weight:"
 _META = "meta.json"
@@ -42,24 +40,18 @@ def load_checkpoint(path: Union[str, os.PathLike]) -> tuple[Weights, dict[str, A
     {'epoch': 1}
     """
     where = os.fspath(path)
+    # headers first: no array is decompressed before its key, dtype and size are checked
+    arrays = read_npz(path, "polylenet checkpoint", "give a checkpoint-epochNN.npz that polylenet.train wrote",
+                      CheckpointError)
+    if _META not in arrays:
+        raise CheckpointError(f"{where} is not a polylenet checkpoint (no {_META} inside)")
+    weights = {k[len(_PREFIX):]: v for k, v in arrays.items() if k.startswith(_PREFIX)}
+    check_finite(weights, where, CheckpointError)
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if _META not in data.files:
-                raise CheckpointError(f"{where} is not a polylenet checkpoint (no {_META} inside)")
-            weights = {k[len(_PREFIX):]: data[k] for k in data.files if k.startswith(_PREFIX)}
-            meta = json.loads(data[_META].tobytes().decode())
-    except CheckpointError:
-        raise
-    except PermissionError as exc:
-        raise CheckpointError(f"cannot read checkpoint {where}: {exc.strerror} (check its permissions)") from None
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint {where} does not exist") from None
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
-        # what np.load, zipfile and json raise on damaged or foreign bytes (measured by
-        # tests/test_fuzz.py); anything else is a bug and keeps its traceback. np.load of
-        # arbitrary bytes suggests allow_pickle; it is never turned on here
-        raise CheckpointError(f"{where} is not a readable polylenet checkpoint (damaged, truncated or another "
-                              f"kind of file: {type(exc).__name__})") from None
+        meta = json.loads(arrays[_META].tobytes().decode())
+    except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, nested too deeply
+        raise CheckpointError(f"{where}: its {_META} header is damaged ({type(exc).__name__}); it was not "
+                              "written by polylenet.train, or the file was changed since") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("epoch"), int) or isinstance(meta.get("epoch"), bool):
         raise CheckpointError(f"{where}: its header lacks an integer 'epoch'; it was not written by polylenet.train")
     return weights, meta

@@ -31,6 +31,7 @@ with what follows a merge after the block.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -62,7 +63,7 @@ from polylenet.shapes import param_shapes
 from polylenet.spec import Spec
 from polylenet.specfile import load_spec
 from polylenet.tree import run
-from polylenet.weights import Weights, check_weights, init_weights
+from polylenet.weights import Weights, check_finite, check_weights, init_weights, parameter_limit
 
 # ONNX 1.23 writes up to opset 28 and IR version 14; ONNX Runtime 1.31, the runtime we check
 # against, officially runs opset 26 and reads IR 13 (measured: a 27 graph loads with a warning
@@ -245,6 +246,21 @@ def export_onnx(model_or_spec: Any, path: Union[str, os.PathLike],
 
 # ---------------------------------------------------------------------------------------- import
 
+_SMALL = 10_000  # tensors at most this size are given to shape inference with their values
+
+
+def _brief(exc: BaseException) -> str:
+    """The first line of an exception's message, at most 200 characters."""
+    return (str(exc).strip().splitlines() or [""])[0][:200]
+
+
+def _has_subgraph(node: Any) -> bool:
+    """Whether a node holds graphs (If, Loop, Scan): control flow polylenet neither infers nor computes."""
+    from onnx import AttributeProto
+
+    return any(a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for a in node.attribute)
+
+
 def _data_inputs(node: Any) -> list[str]:
     """The inputs whose values a node reads: CastLike reads only the type of its second."""
     return list(node.input[:1] if node.op_type == "CastLike" else node.input)
@@ -307,14 +323,18 @@ class _Reader:
     _STATE = ("shape", "biased", "padded", "flatten_order", "transposed_at")
 
     def __init__(self, model: Any, source: str):
-        from onnx import numpy_helper
-
         self.source, self.model, self.graph = source, model, model.graph
-        self.constants = {t.name: numpy_helper.to_array(t) for t in self.graph.initializer}
+        # every array read from the file, and all that computed() evaluates (together), is at most
+        # the parameter limit: a 248 KB file must not take a gigabyte
+        self.limit, self.spent = parameter_limit(), 0
+        self.constants = {t.name: self.stored_array(t, f"initializer {t.name!r}") for t in self.graph.initializer}
         for node in self.graph.node:
-            if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-                self.constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+            if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value" and node.output:
+                self.constants[node.output[0]] = self.stored_array(node.attribute[0].t,
+                                                                   f"node {node.name!r} (Constant)")
         self.stored = set(self.constants)  # initializers and Constant nodes: what the file holds
+        self.at: Any = None  # the node being read, named by an error that no check foresaw
+        self._types: Optional[dict[str, Any]] = None  # static_types()
         self.producers = {output: node for node in self.graph.node for output in node.output}
         self.layers: list = []  # the entries (_Leaf, _Merge) of the sequence being read
         self.count = 0  # layers read so far
@@ -332,6 +352,21 @@ class _Reader:
     def restore(self, state: tuple) -> None:
         for key, value in zip(self._STATE, state):
             setattr(self, key, value)
+
+    def stored_array(self, tensor: Any, what: str) -> np.ndarray:
+        """The array of a TensorProto, its declared size checked against the limit before it is read."""
+        from onnx import numpy_helper
+
+        dims = list(tensor.dims)
+        if math.prod(dims) > self.limit:
+            raise OnnxError(f"{self.source}: {what} declares shape {dims} ({math.prod(dims):,} values), over the "
+                            f"limit of {self.limit:,} parameters; polylenet reads LeNet-sized models (or raise "
+                            "$POLYLENET_MAX_PARAMETERS)")
+        try:
+            return numpy_helper.to_array(tensor)
+        except (ValueError, TypeError, KeyError, IndexError, UnicodeDecodeError) as exc:
+            raise OnnxError(f"{self.source}: {what} holds no readable tensor of shape {dims} "
+                            f"({type(exc).__name__}: {_brief(exc)}); the file is damaged, re-export it") from None
 
     def fail(self, node: Any, problem: str) -> OnnxError:
         return OnnxError(f"{self.source}: node {node.name or '(unnamed)'!r} ({node.op_type}): {problem}; "
@@ -554,6 +589,7 @@ class _Reader:
         self.count += 1
 
     def node(self, node: Any) -> None:
+        self.at = node
         op, a = node.op_type, self.attrs(node)
         if op == "Identity":
             return
@@ -736,7 +772,7 @@ class _Reader:
     def reshape(self, node: Any) -> None:
         computed = self.depends_on_input(node.input[1])
         target = (self.computed(node.input[1]) if computed else self.constant(node, 1, "shape")).reshape(-1)
-        features = int(np.prod(self.shape[1:]))
+        features = math.prod(self.shape[1:])
         if not self.count and target is not None and target.size == 4 and not self.nhwc_input:
             h, w, c = self.shape[1:]
             if c == 1 and target[1:].tolist() == [1, h, w]:  # tf2onnx's NHWC-to-NCHW for one channel
@@ -751,17 +787,178 @@ class _Reader:
                         "polylenet reshapes only (N, C, H, W) to (N, C*H*W)")
 
     def computed(self, name: str) -> np.ndarray:
-        """The value of tensor ``name``, computed by ONNX's reference evaluator for a batch of 3."""
-        from onnx import helper
+        """The value of tensor ``name`` for a batch of 3 images, computed node by node by ONNX's
+        reference evaluator. A Shape node reads the shape that shape inference gives its input, so
+        no activation is computed to learn a shape; every other node's output shapes are inferred
+        before it runs, and a node whose outputs would take more than what is left of the parameter
+        limit is refused before it allocates them (a ConstantOfShape([10**12]) is a clear error)."""
+        values: dict[str, np.ndarray] = {}
+        for node in self.needed(name):
+            if node.op_type == "Shape" and self.static_shape(node.input[0]) is not None:
+                a = self.attrs(node)
+                shape = self.static_shape(node.input[0])[a.get("start", 0):a.get("end", None)]
+                values[node.output[0]] = np.array(shape, np.int64)
+            else:
+                self.evaluate(node, values)
+        return values[name]
+
+    def needed(self, name: str) -> list:
+        """The nodes that compute tensor ``name``, in graph order: none behind a stored constant, nor
+        behind a Shape node whose input has a static shape."""
+        wanted, pending = set(), [name]
+        while pending:
+            tensor = pending.pop()
+            if not tensor or tensor in wanted or tensor in self.constants:
+                continue
+            wanted.add(tensor)
+            node = self.producers.get(tensor)
+            if node is not None and not (node.op_type == "Shape" and self.static_shape(node.input[0]) is not None):
+                pending.extend(_data_inputs(node))
+        return [node for node in self.graph.node if any(output in wanted for output in node.output)]
+
+    def static_shape(self, name: str) -> Optional[tuple[int, ...]]:
+        """The shape of tensor ``name`` for a batch of 3 images, where shape inference tells it."""
+        if name in self.constants:
+            return self.constants[name].shape
+        tensor_type = self.static_types().get(name)
+        if tensor_type is None or not tensor_type.tensor_type.HasField("shape"):
+            return None
+        dims = tensor_type.tensor_type.shape.dim
+        return tuple(d.dim_value for d in dims) if all(d.HasField("dim_value") for d in dims) else None
+
+    def static_types(self) -> dict[str, Any]:
+        """The type (with its shape where shape inference tells one) of every tensor for a batch of
+        3 images, inferred node by node, each node's outputs checked before the next node reads
+        them: ONNX's inference of a whole graph aborts the process (a C++ assertion) on some
+        (onnx 1.23: an Expand to the shape [-1] before a Slice)."""
+        if self._types is None:
+            from onnx import helper
+
+            types = {}
+            for value in self.graph.input:
+                types[value.name] = type(value.type)()
+                types[value.name].CopyFrom(value.type)
+                if value.name == self.input_name:  # the batch dimension: 3
+                    types[value.name].tensor_type.shape.dim[0].Clear()
+                    types[value.name].tensor_type.shape.dim[0].dim_value = 3
+            for tensor in self.graph.initializer:
+                types[tensor.name] = helper.make_tensor_type_proto(tensor.data_type, list(tensor.dims))
+            small = {name: value for name, value in self.constants.items() if value.size <= _SMALL}
+            for node in self.graph.node:
+                if node.op_type == "Constant" and node.output and node.output[0] in self.constants:
+                    value = self.constants[node.output[0]]
+                    types[node.output[0]] = helper.make_tensor_type_proto(
+                        helper.np_dtype_to_tensor_dtype(value.dtype), list(value.shape))
+                elif node.domain in ("", "ai.onnx") and not _has_subgraph(node):
+                    try:
+                        types.update(self.infer(node, types, small, strict=False)[1])
+                    except OnnxError:
+                        raise
+                    except Exception:  # noqa: BLE001 -- its outputs' types stay unknown
+                        continue
+            self._types = types
+        return self._types
+
+    def infer(self, node: Any, types: Mapping[str, Any], values: Mapping[str, np.ndarray],
+              strict: bool) -> tuple[Any, dict[str, Any]]:
+        """The model of ``node`` alone (its inputs of ``types``, those of ``values`` given as
+        initializers, so that shape inference reads a shape given as an input) after shape
+        inference, and its outputs' types; a negative dimension is refused."""
+        onnx = _onnx()
+        from onnx import helper, numpy_helper
+
+        inputs = [name for name in dict.fromkeys(node.input) if name]
+        initializers = [numpy_helper.from_array(values[name], name) for name in inputs if name in values]
+        declared = [helper.make_value_info(name, types[name]) if name in types else
+                    helper.make_empty_tensor_value_info(name) for name in inputs if name not in values]
+        graph = helper.make_graph([node], "node", declared, [helper.make_empty_tensor_value_info(o)
+                                                             for o in node.output if o], initializers)
+        model = onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=self.model.opset_import),
+                                                  strict_mode=strict)
+        outputs = {value.name: value.type for value in model.graph.output if value.type.HasField("tensor_type")}
+        for name, tensor_type in outputs.items():
+            dims = [d.dim_value for d in tensor_type.tensor_type.shape.dim if d.HasField("dim_value")]
+            if any(d < 0 for d in dims):
+                raise self.fail(node, f"its output {name!r} has a negative dimension {dims} (from its inputs' "
+                                "shapes or values)")
+        return model, outputs
+
+    def evaluate(self, node: Any, values: dict[str, np.ndarray]) -> None:
+        """Compute ``node``'s outputs into ``values`` (its inputs are there, or constants, or the
+        images), once shape inference has bounded their size."""
         from onnx.reference import ReferenceEvaluator
 
-        model = type(self.model)()
-        model.CopyFrom(self.model)
-        del model.graph.output[:]
-        model.graph.output.append(helper.make_empty_tensor_value_info(name))
-        dims = [d.dim_value for d in self.graph.input[self.input_index].type.tensor_type.shape.dim][1:]
-        x = np.zeros((3, *dims), np.float32)
-        return np.asarray(ReferenceEvaluator(model).run(None, {self.input_name: x})[0])
+        if node.domain not in ("", "ai.onnx"):
+            raise self.fail(node, f"an operator of domain {node.domain!r} in a computed constant; polylenet "
+                            "computes standard ONNX operators only")
+        if _has_subgraph(node):
+            raise self.fail(node, "a control-flow node in a computed constant; polylenet computes no subgraphs")
+        inputs = {}
+        for index, tensor in enumerate(node.input):
+            if not tensor:
+                continue
+            if tensor in values or tensor in self.constants:
+                inputs[tensor] = values[tensor] if tensor in values else self.constants[tensor]
+            elif node.op_type == "CastLike" and index == 1:  # only its type is read
+                inputs[tensor] = np.zeros((), self.tensor_dtype(node, tensor))
+            elif tensor == self.input_name:
+                images = (3, *self.static_shape(tensor)[1:])
+                self.spend(node, math.prod(images), f"a batch of 3 images {images} for it")
+                inputs[tensor] = values[tensor] = np.zeros(images, np.float32)
+            else:
+                raise self.fail(node, f"reads tensor {tensor!r}, which nothing computes")
+        model, feeds, shapes = self.inferred(node, inputs)
+        self.spend(node, sum(math.prod(shape) for shape in shapes), f"its outputs, of shapes {shapes},")
+        try:
+            outputs = ReferenceEvaluator(model).run(None, feeds)
+        except Exception as exc:  # noqa: BLE001 -- whatever the reference evaluator raises on this node
+            raise self.fail(node, f"cannot be computed ({type(exc).__name__}: {_brief(exc)})") from None
+        for output, value in zip((o for o in node.output if o), outputs):
+            if not isinstance(value, np.ndarray) and not np.isscalar(value):
+                raise self.fail(node, f"computes a {type(value).__name__}; polylenet computes tensors only")
+            values[output] = np.asarray(value)
+
+    def inferred(self, node: Any, inputs: dict[str, np.ndarray]) -> tuple[Any, dict, list]:
+        """The model of ``node`` alone on ``inputs`` (the small ones as initializers), the inputs it
+        is fed, and its outputs' inferred shapes: refused where inference cannot tell them."""
+        from onnx import helper
+
+        feeds = {name: value for name, value in inputs.items() if value.size > _SMALL}
+        try:
+            types = {name: helper.make_tensor_type_proto(helper.np_dtype_to_tensor_dtype(value.dtype), value.shape)
+                     for name, value in feeds.items()}
+            model, outputs = self.infer(node, types, {n: v for n, v in inputs.items() if n not in feeds}, strict=True)
+        except OnnxError:
+            raise
+        except Exception as exc:  # noqa: BLE001 -- onnx's InferenceError, or a tensor type it cannot hold
+            raise self.fail(node, f"shape inference fails on it ({type(exc).__name__}: {_brief(exc)}), so polylenet "
+                            "cannot bound its outputs before computing them") from None
+        shapes = []
+        for output in (o for o in node.output if o):
+            tensor_type = outputs[output].tensor_type if output in outputs else None
+            if tensor_type is None or not tensor_type.HasField("shape") or not all(
+                    d.HasField("dim_value") for d in tensor_type.shape.dim):
+                raise self.fail(node, f"shape inference cannot tell the shape of its output {output!r}, so "
+                                "polylenet cannot bound it before computing it")
+            shapes.append(tuple(d.dim_value for d in tensor_type.shape.dim))
+        return model, feeds, shapes
+
+    def tensor_dtype(self, node: Any, name: str) -> np.dtype:
+        from onnx import helper
+
+        tensor_type = self.static_types().get(name)
+        if tensor_type is None or not tensor_type.tensor_type.elem_type:
+            raise self.fail(node, f"its input {name!r} has no known type")
+        return helper.tensor_dtype_to_np_dtype(tensor_type.tensor_type.elem_type)
+
+    def spend(self, node: Any, count: int, what: str) -> None:
+        """Count ``count`` values against the limit of what one import computes, or refuse ``node``."""
+        if self.spent + count > self.limit:
+            before = f" (after {self.spent:,} for other nodes)" if self.spent else ""
+            raise OnnxError(f"{self.source}: node {node.name or '(unnamed)'!r} ({node.op_type}): computing {what} "
+                            f"takes {count:,} values{before}, over the limit of {self.limit:,} that polylenet computes "
+                            "from a file; a LeNet-sized model needs far fewer (or raise $POLYLENET_MAX_PARAMETERS)")
+        self.spent += count
 
     def dense(self, node: Any, a: dict) -> None:
         weight = self.constant(node, 1, "weight")
@@ -898,18 +1095,62 @@ def _by_path(entries: list, prefix: str, params: list, counts: Optional[dict] = 
     return tuple(nodes)
 
 
+def _check_text(graph: Any, source: str) -> None:
+    """Refuse a name that is not UTF-8 (protobuf hands it over as bytes), naming where it is."""
+    places = [("the graph's name", [graph.name])]
+    places += [(f"node {i} ({node.op_type!r})", [node.name, node.op_type, node.domain, *node.input, *node.output,
+                                                *(a.name for a in node.attribute)])
+               for i, node in enumerate(graph.node)]
+    places += [(f"{kind} {i}", [value.name]) for kind, values in (
+        ("graph input", graph.input), ("graph output", graph.output), ("initializer", graph.initializer),
+        ("value_info", graph.value_info)) for i, value in enumerate(values)]
+    for where, texts in places:
+        bad = next((text for text in texts if isinstance(text, bytes)), None)
+        if bad is not None:
+            raise OnnxError(f"{source}: {where} has a name that is not UTF-8 ({bad[:40]!r}); the file is damaged, "
+                            "re-export it")
+
+
+def _check_dims(graph: Any, source: str) -> None:
+    """Refuse a negative dimension of a graph input, output or initializer, naming it."""
+    for kind, values in (("graph input", graph.input), ("graph output", graph.output)):
+        for value in values:
+            dims = [d.dim_value for d in value.type.tensor_type.shape.dim]
+            if any(d < 0 for d in dims):
+                raise OnnxError(f"{source}: {kind} {value.name!r} has the negative dimension {dims}; the file is "
+                                "damaged, re-export it")
+    for tensor in graph.initializer:
+        if any(d < 0 for d in tensor.dims):
+            raise OnnxError(f"{source}: initializer {tensor.name!r} has the negative dimension {list(tensor.dims)}; "
+                            "the file is damaged, re-export it")
+
+
 def from_onnx(model: Any, source: str = "<onnx>", name: Optional[str] = None) -> tuple[Spec, Weights]:
     """The neutral spec and weights of a LeNet-like ``onnx.ModelProto``, blocks included (see
     :class:`_Reader`); where its node names are the spec paths polylenet's export writes, with
     that spec's groups, block labels and ``after`` layers (so a round trip returns the spec)."""
     onnx = _onnx()
+    # no shape inference of the whole graph: it aborts the process on some graphs (_Reader.static_types)
     try:
         onnx.checker.check_model(model)
-        model = onnx.shape_inference.infer_shapes(model)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise OnnxError(f"{source}: not a valid ONNX model: {str(exc).splitlines()[0]}") from None
+    except onnx.checker.ValidationError as exc:
+        raise OnnxError(f"{source}: not a valid ONNX model: {_brief(exc)}") from None
+    except UnicodeDecodeError as exc:  # the checker's message quotes a name that is not UTF-8
+        raise OnnxError(f"{source}: not a valid ONNX model: a name or text field is not UTF-8 ({_brief(exc)}); "
+                        "the file is damaged, re-export it") from None
+    _check_text(model.graph, source)
+    _check_dims(model.graph, source)
     reader = _Reader(model, source)
-    input_shape, entries = reader.read()
+    try:
+        input_shape, entries = reader.read()
+    except OnnxError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, ArithmeticError) as exc:
+        # a field of a type or value no check above foresaw (an attribute of the wrong kind, a name
+        # that is not UTF-8): named with the node it was read from
+        where = f"node {reader.at.name or '(unnamed)'!r} ({reader.at.op_type})" if reader.at is not None else "graph"
+        raise OnnxError(f"{source}: {where}: cannot be read ({type(exc).__name__}: {_brief(exc)}); the file is "
+                        "damaged or not a LeNet-like graph polylenet imports") from None
     if not entries or len(reader.shape) != 2:
         raise OnnxError(f"{source}: the graph ends with shape {reader.shape}, not (N, classes); a LeNet ends "
                         "in its logits (a dense layer, or a flatten)")
@@ -928,6 +1169,7 @@ def from_onnx(model: Any, source: str = "<onnx>", name: Optional[str] = None) ->
             raise OnnxError(f"{source}: the layers read are not a valid spec: {exc}") from None
     weights = {f"{path}.{key}": np.ascontiguousarray(value, np.float32)
                for (path, *_), values in zip(spec.leaves, params) for key, value in values.items()}
+    check_finite(weights, source, OnnxError)
     return spec, check_weights(spec, weights, source)
 
 
