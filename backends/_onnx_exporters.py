@@ -42,6 +42,9 @@ def export_mxnet(model, spec, path):
     import mxnet as mx
     import numpy as np
 
+    from polylenet.backends import mxnet as adapter
+
+    model = adapter.float32_copy(model, spec)  # no Cast nodes around the float64 BatchNorm layers
     with tempfile.TemporaryDirectory() as folder:
         prefix = os.path.join(folder, "model")
         model.hybridize()

@@ -134,10 +134,25 @@ def _dense(spec, name, layer, in_shape):
     return keras.layers.Dense(layer.units, name=name)
 
 
+class BatchNormalization(keras.layers.BatchNormalization):
+    """Keras's BatchNormalization with a 4-D batch's moments taken in two stages, per image over
+    H, W, then over the batch (as torch's CPU kernel sums): Keras 3.15 reduces each channel's
+    N*H*W values in one float32 pass, which on 256x64x48x48 puts its outputs 1.0e-4 from the
+    oracle's (3.8e-4 on an ill-conditioned channel); staged, 9.4e-7 (1.2e-5), and faster (95 ms
+    against 102-114)."""
+
+    def _moments(self, inputs, mask):
+        if mask is not None or len(inputs.shape) != 4:
+            return super()._moments(inputs, mask)
+        mean = tf.reduce_mean(tf.reduce_mean(inputs, axis=(1, 2), keepdims=True), axis=0, keepdims=True)
+        variance = tf.reduce_mean(tf.reduce_mean(tf.square(inputs - mean), axis=(1, 2)), axis=0)
+        return tf.reshape(mean, [-1]), variance
+
+
 def _batchnorm(spec, name, layer, in_shape):
     # Keras 3.15 (TF 2.21) follows the neutral conventions as they are: momentum weights the old
     # running value, eps is used as given, the moving variance is the biased one.
-    return keras.layers.BatchNormalization(axis=-1, momentum=layer.momentum, epsilon=layer.eps, name=name)
+    return BatchNormalization(axis=-1, momentum=layer.momentum, epsilon=layer.eps, name=name)
 
 
 def _dropout(spec, name, layer, in_shape):

@@ -59,6 +59,13 @@ def test_loss_and_gradients_match_reference(framework, spec):
             assert relative_error(grads[key], ref_grads[key]) <= 1e-4, key
 
 
+# The largest distance of a weight after three steps at lr 0.9 from the oracle's. block-edge's
+# batchnormed residual stacks carry float32 rounding on further; measured 2026-12-02 (compiled /
+# eager): torch 5.3e-5, mxnet 5.0e-5, paddle 4.2e-5, jax 4.6e-5 / 8.8e-5, tensorflow 5.4e-5 /
+# 1.03e-4 (with Keras's own batch moments 9.3e-5 / 8.4e-5); lenet-bn at most 5.2e-6 (paddle).
+TRAINED_BOUNDS = {"block-edge": 3e-4}
+
+
 @pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "eager"])
 def test_three_sgd_steps_match_reference(framework, spec, compiled):
     weights = conformance_weights(spec)
@@ -79,7 +86,7 @@ def test_three_sgd_steps_match_reference(framework, spec, compiled):
             assert relative_error(state[key], expected_state[key]) <= 1e-5, f"{key} after step {number}"
     trained, expected = polylenet.get_weights(model), polylenet.get_weights(ref)
     for key in expected:
-        assert np.max(np.abs(trained[key] - expected[key])) <= 1e-4, key
+        assert np.max(np.abs(trained[key] - expected[key])) <= TRAINED_BOUNDS.get(spec.name, 1e-4), key
         if key not in cancelled_by_batchnorm(spec):
             assert not np.array_equal(trained[key], weights[key]), f"{key} did not move on {framework}"
 
