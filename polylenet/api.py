@@ -9,7 +9,7 @@ from typing import Any, Callable, Mapping, Optional, Union
 import numpy as np
 
 from polylenet.adapter import LOSSES, TRAINING
-from polylenet.errors import BackendError, ConfigError
+from polylenet.errors import BackendError, ConfigError, InputError
 from polylenet.masks import check_masks
 from polylenet.registry import get_backend, resolve_name
 from polylenet.shapes import Shape
@@ -84,31 +84,59 @@ def set_weights(model: Any, weights: Mapping[str, np.ndarray]) -> None:
 
 
 def _batch(spec: Spec, x: np.ndarray) -> np.ndarray:
+    """``x`` as the adapter takes it (contiguous float32 NCHW), or :class:`InputError`."""
     x = np.asarray(x)
     if not np.issubdtype(x.dtype, np.floating):  # uint8 pixels cast as they are would be 0..255
-        raise ValueError(f"expected float32 images scaled to [0, 1], got {x.dtype} values; scale them "
+        raise InputError(f"expected float32 images scaled to [0, 1], got {x.dtype} values; scale them "
                          "first, as train() does: polylenet.training.to_inputs(images) (x / 255)")
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim != 4 or x.shape[1:] != tuple(spec.input_shape):
-        raise ValueError(f"expected an NCHW float32 batch of shape (N, {', '.join(map(str, spec.input_shape))}), "
+        raise InputError(f"expected an NCHW float32 batch of shape (N, {', '.join(map(str, spec.input_shape))}), "
                          f"got {x.shape}")
+    # min and max propagate NaN and show an infinity without a temporary array the batch's size
+    if x.size and not (np.isfinite(x.min()) and np.isfinite(x.max())):
+        raise InputError(f"the batch x {x.shape} holds NaN or infinite values (as float32); check the images "
+                         "and whatever computed them")
     return x
+
+
+def _nonempty(x: np.ndarray, what: str) -> None:
+    if x.shape[0] == 0:
+        raise InputError(f"empty batch: x has shape {x.shape}, and {what} needs at least one example (the mean "
+                         "loss over 0 examples is undefined); skip empty batches")
 
 
 def forward(model: Any, x: np.ndarray) -> np.ndarray:
     """Logits (N, classes) as float32 NumPy for an NCHW float32 NumPy batch, in evaluation mode
-    (batchnorm normalizes with its running statistics)."""
+    (batchnorm normalizes with its running statistics).
+
+    ``x`` is any finite float array of shape (N, *spec.input_shape), taken as it is: polylenet
+    never rescales floats. Images belong in [0, 1] (d2l's ``ToTensor``; ``train`` and
+    ``evaluate`` scale the data set's uint8 images so); a float batch outside it is not refused,
+    since d2l's convolution chapter feeds ``arange(9)`` and normal draws, so 0-255 pixels held as
+    floats must be divided by 255 first. uint8 (or any integer) pixels are refused rather than
+    cast, and so are NaN and infinite values. An empty batch (N = 0) gives (0, classes) logits on
+    every backend, without running the framework (``loss_and_grads`` and a ``trainer`` step
+    refuse one: their mean loss would be undefined). Every refusal is an :class:`InputError`.
+    """
     adapter, spec = _adapter(model)
-    return np.asarray(adapter.forward(model, spec, _batch(spec, x)), np.float32)
+    x = _batch(spec, x)
+    if not len(x):
+        return np.zeros((0, spec.num_classes), np.float32)
+    return np.asarray(adapter.forward(model, spec, x), np.float32)
 
 
 def layer_outputs(model: Any, x: np.ndarray) -> list[tuple[str, np.ndarray]]:
     """Every layer's output for an NCHW float32 batch, in evaluation mode, as neutral float32
     arrays (NCHW, or (N, features) after a flatten): ``[(layer_name, array), ...]``, inside
     groups and blocks too, named by path (``b2.residual1.branch1.conv1``; a group or block
-    right after what is inside it, as :attr:`Spec.outputs`)."""
+    right after what is inside it, as :attr:`Spec.outputs`). ``x`` as :func:`forward` takes it;
+    an empty batch gives every layer's output with 0 rows."""
     adapter, spec = _adapter(model)
-    return [(name, np.asarray(out, np.float32)) for name, out in adapter.layer_outputs(model, spec, _batch(spec, x))]
+    x = _batch(spec, x)
+    if not len(x):
+        return [(name, np.zeros((0, *out[1:]), np.float32)) for name, _, _, out in spec.outputs]
+    return [(name, np.asarray(out, np.float32)) for name, out in adapter.layer_outputs(model, spec, x)]
 
 
 def layer_shapes(model: Any, nested: bool = False) -> list[tuple[str, Shape]]:
@@ -134,27 +162,40 @@ def _loss(loss: str) -> str:
 
 def _targets(spec: Spec, loss: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """``y`` as the adapter takes it: int32 labels (N,) for cross_entropy, float32 targets
-    (N, num_classes) for squared_error."""
+    (N, num_classes) for squared_error; checked here, so every backend refuses alike."""
     y = np.asarray(y)
     n = x.shape[0]
     if loss == "squared_error":
         if y.dtype == bool or not np.issubdtype(y.dtype, np.number) or y.shape != (n, spec.num_classes):
-            raise ValueError(f"loss 'squared_error' needs float32 targets of the output's shape "
+            raise InputError(f"loss 'squared_error' needs float32 targets of the output's shape "
                              f"(N, num_classes) = ({n}, {spec.num_classes}), got {y.dtype} of shape {y.shape}")
-        return np.ascontiguousarray(y, dtype=np.float32)
-    if y.dtype == bool or not np.issubdtype(y.dtype, np.integer) or y.shape != (n,):
-        raise ValueError(f"loss 'cross_entropy' needs integer class labels of shape (N,) = ({n},), got "
-                         f"{y.dtype} of shape {y.shape} (for float targets of shape (N, num_classes) use "
-                         "loss='squared_error')")
-    if n and (y.min() < 0 or y.max() >= spec.num_classes):
-        raise ValueError(f"class labels must lie in [0, {spec.num_classes}), got {y.min()} .. {y.max()}")
+        y = np.ascontiguousarray(y, dtype=np.float32)
+        if not (np.isfinite(y.min()) and np.isfinite(y.max())):
+            raise InputError("the targets y hold NaN or infinite values (as float32); check whatever computed them")
+        return y
+    if y.shape != (n,):
+        raise InputError(f"loss 'cross_entropy' needs integer class labels of shape (N,) = ({n},), one per "
+                         f"image of x, got {y.dtype} of shape {y.shape} (for float targets of shape "
+                         "(N, num_classes) use loss='squared_error')")
+    if y.dtype == bool or not np.issubdtype(y.dtype, np.integer):
+        # even whole-valued floats: a cast would truncate 0.5 to 0 without a word
+        raise InputError(f"loss 'cross_entropy' needs integer class labels of shape (N,) = ({n},), got {y.dtype}; "
+                         "float labels are refused, even whole-valued ones: pass y.astype(np.int64) if they are "
+                         "class indices (for float targets of shape (N, num_classes) use loss='squared_error')")
+    low, high = y.min(), y.max()  # before the int32 cast, which would wrap 2**32 + 1 to 1
+    if low < 0 or high >= spec.num_classes:
+        raise InputError(f"class labels must lie in [0, {spec.num_classes}) (spec {spec.name!r} has num_classes="
+                         f"{spec.num_classes}), got {low} .. {high}")
     return np.ascontiguousarray(y, dtype=np.int32)
 
 
 def _masks(spec: Spec, masks: Optional[Mapping[str, np.ndarray]], x: np.ndarray) -> Optional[dict]:
     if masks is None:
         return None if any(layer.type == "dropout" for _, layer, _, _ in spec.leaves) else {}
-    return check_masks(spec, masks, x.shape[0])
+    try:
+        return check_masks(spec, masks, x.shape[0])
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
 
 
 def loss_and_grads(model: Any, x: np.ndarray, y: np.ndarray, loss: str = "cross_entropy",
@@ -167,6 +208,11 @@ def loss_and_grads(model: Any, x: np.ndarray, y: np.ndarray, loss: str = "cross_
     element of ``(output - y) ** 2``, ``y`` float targets (N, num_classes), as d2l's conv-layer
     section). ``masks``: None for the framework's own dropout, or one array per dropout layer
     (:func:`polylenet.masks.dropout_masks`), applied exactly, so every backend drops alike.
+
+    ``x`` as :func:`forward` takes it, but not empty. Class labels must have an integer dtype
+    (float labels are refused, even whole-valued ones) and lie in [0, num_classes); ``y`` must
+    hold one label (or target row) per image of ``x``. Every refusal is an :class:`InputError`,
+    raised before the framework sees the batch, so all backends refuse alike.
 
     >>> import numpy as np, polylenet
     >>> from polylenet.masks import dropout_masks
@@ -181,6 +227,7 @@ def loss_and_grads(model: Any, x: np.ndarray, y: np.ndarray, loss: str = "cross_
     adapter, spec = _trainable(model)
     loss = _loss(loss)
     x = _batch(spec, x)
+    _nonempty(x, "loss_and_grads")
     return adapter.loss_and_grads(model, spec, x, _targets(spec, loss, x, y), loss, _masks(spec, masks, x))
 
 
@@ -193,7 +240,8 @@ def trainer(model: Any, lr: float, compiled: bool = True,
     ``loss``, ``y`` and ``masks`` as :func:`loss_and_grads`; with ``"squared_error"`` the count
     is 0 (its targets are not labels). ``compiled`` uses the framework's compiled step where it
     is faster (``tf.function``, Gluon ``hybridize``); ``compiled=False`` keeps every op eager,
-    for debugging.
+    for debugging. ``x`` and ``y`` are checked as by :func:`loss_and_grads` (an empty batch is
+    an :class:`InputError`).
     """
     adapter, spec = _trainable(model)
     loss = _loss(loss)
@@ -201,6 +249,7 @@ def trainer(model: Any, lr: float, compiled: bool = True,
 
     def checked(x: np.ndarray, y: np.ndarray, masks: Optional[Mapping[str, np.ndarray]] = None) -> tuple[float, int]:
         x = _batch(spec, x)
+        _nonempty(x, "a training step")
         return step(x, _targets(spec, loss, x, y), _masks(spec, masks, x))
 
     return checked

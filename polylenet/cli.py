@@ -102,11 +102,13 @@ def parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="write a model as an ONNX file (no framework needed)")
     export.add_argument("--format", default="onnx", choices=["onnx"])
     _add_weights_source(export)
-    export.add_argument("--out", required=True, help="the .onnx file to write")
+    export.add_argument("--out", required=True, help="the .onnx file to write (in a folder that exists)")
+    export.add_argument("--overwrite", action="store_true", help="replace the file already at --out")
 
     imp = sub.add_parser("import", help="read an ONNX LeNet (any exporter's) into a spec and neutral weights")
     imp.add_argument("onnx_file")
     imp.add_argument("--out", required=True, help="folder for spec.json and weights.npz")
+    imp.add_argument("--overwrite", action="store_true", help="replace the import already in --out")
 
     evaluate = sub.add_parser("evaluate", help="test accuracy of a model's weights on one backend")
     evaluate.add_argument("--backend", default=None)
@@ -190,11 +192,18 @@ def _record(args: argparse.Namespace, out: Path, history) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from polylenet.compare import run_compare
+    import signal
+
+    from polylenet.compare import CompareStopped, run_compare
 
     pythons = _pythons(args.python)
-    report = run_compare(args.backends, _config(args), spec=args.spec, out=Path(args.out),
-                         envs=args.envs, pythons=pythons, data_dir=args.data_dir, jobs=args.jobs)
+    try:
+        report = run_compare(args.backends, _config(args), spec=args.spec, out=Path(args.out),
+                             envs=args.envs, pythons=pythons, data_dir=args.data_dir, jobs=args.jobs)
+    except CompareStopped as stopped:
+        print(f"polylenet: stopped by {signal.Signals(stopped.signum).name}: the backends still training were "
+              f"stopped; {stopped.report} holds those that finished, marked incomplete", file=sys.stderr)
+        return 128 + stopped.signum
     print(f"wrote {report}")
     summary = json.loads((report.parent / "report.json").read_text())
     if "plots_missing" in summary:
@@ -225,28 +234,37 @@ def _pythons(items: Sequence[str]) -> dict[str, str]:
     """``--python BACKEND=PYTHON`` options as a dict."""
     bad = [item for item in items if "=" not in item or not item.split("=", 1)[0] or not item.split("=", 1)[1]]
     if bad:
-        raise ValueError(f"--python takes BACKEND=/path/to/python, got {bad[0]!r}")
+        raise ValueError(f"--python takes BACKEND=/path/to/python, got {bad[0]!r}: expected BACKEND=PYTHON, "
+                         "e.g. torch=.tox/torch/bin/python")
     return dict(item.split("=", 1) for item in items)
 
 
 def _spec_and_weights(args: argparse.Namespace):
     """The spec and neutral weights that --spec and --checkpoint or --weights name."""
     from polylenet.checkpoint import load_checkpoint
-    from polylenet.spec import spec_from_dict
     from polylenet.specfile import load_spec
+    from polylenet.training import checkpoint_spec
     from polylenet.weights import init_weights, load_weights
 
     if args.checkpoint:
         weights, meta = load_checkpoint(args.checkpoint)
-        spec = load_spec(args.spec) if args.spec else spec_from_dict(meta.get("spec"), args.checkpoint)
-        return spec, weights
+        return checkpoint_spec(meta, args.checkpoint, load_spec(args.spec) if args.spec else None), weights
     spec = load_spec(args.spec or "lenet5")
     return spec, load_weights(args.weights) if args.weights else init_weights(spec, args.seed)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from polylenet.atomic import WriteError
     from polylenet.onnxfile import export_onnx
 
+    out = Path(args.out)
+    if out.is_dir():
+        raise WriteError(out, f"it is a folder; name the file to write, e.g. --out {out / 'model.onnx'}")
+    if not out.parent.is_dir():
+        raise WriteError(out, f"its folder {out.parent} does not exist; create it (mkdir -p {out.parent}) or "
+                              "choose another --out")
+    if out.exists() and not args.overwrite:
+        raise WriteError(out, "it already exists; pass --overwrite to replace it, or choose another --out")
     spec, weights = _spec_and_weights(args)
     path = export_onnx(spec, args.out, weights=weights)
     print(f"wrote {path} ({spec.name}, {args.format})")
@@ -254,15 +272,19 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from polylenet.atomic import check_output_folder, folder_written_whole
     from polylenet.onnxfile import import_onnx
     from polylenet.shapes import format_shape_table, spec_layer_shapes
     from polylenet.specfile import save_spec
     from polylenet.weights import save_weights
 
-    spec, weights = import_onnx(args.onnx_file)
+    names = ["spec.json", "weights.npz"]
     out = Path(args.out)
-    save_spec(spec, out / "spec.json")
-    save_weights(weights, out / "weights.npz")
+    check_output_folder(out, names, args.overwrite)  # before the ONNX file is read
+    spec, weights = import_onnx(args.onnx_file)
+    with folder_written_whole(out, names, overwrite=args.overwrite) as staging:  # the two appear together
+        save_spec(spec, staging / "spec.json")
+        save_weights(weights, staging / "weights.npz")
     print(f"{args.onnx_file}: {spec.name}")
     print(format_shape_table(spec_layer_shapes(spec)))
     print(f"wrote {out / 'spec.json'} and {out / 'weights.npz'}; load them on any backend with\n"

@@ -4,13 +4,19 @@ The frameworks' numpy pins conflict, so each backend trains in a child process s
 interpreter of its own environment (the tox env of that backend, or one given with
 ``--python BACKEND=PYTHON``). The child writes its History JSON, shapes and logits; the parent
 only reads files, so it needs no framework at all.
+
+SIGINT or SIGTERM to the parent (Ctrl-C, ``kill``, ``docker stop``, a CI cancel) is passed on to
+every child (each has a process group of its own); those still running a few seconds later are
+killed, the report of what finished is written marked incomplete, and the parent exits 130 / 143.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -19,7 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
-from typing import Mapping, Optional, Union
+from typing import Iterator, Mapping, Optional, Union
 
 from polylenet.errors import BackendError
 from polylenet.registry import BUILTIN, available_backends, known_backends
@@ -30,6 +36,80 @@ FRAMEWORKS = [name for name, info in BUILTIN.items() if name != "numpy" and info
 # lenet5 runs measured two at a time on a 2-core CPU, 2026-11-23: paddle 218 s, mindspore 212,
 # jax 199, mxnet 120, torch 104, tensorflow 82).
 SLOWEST_FIRST = ["paddle", "mindspore", "jax", "mxnet", "torch", "tensorflow"]
+
+
+GRACE_SECONDS = 5.0  # how long a stopped child may take to exit before it is killed
+
+
+class CompareStopped(KeyboardInterrupt):
+    """compare was stopped by a signal (SIGINT or SIGTERM): its children were stopped too, and the
+    report of what finished was written to ``report``, marked incomplete."""
+
+    def __init__(self, signum: int, report: Path) -> None:
+        self.signum, self.report = signum, report
+        super().__init__(f"stopped by {signal.Signals(signum).name}; wrote {report}")
+
+
+class Children:
+    """The training children of one compare run. :meth:`stop` (the signal handler) passes a
+    signal to each one's process group, kills those still running GRACE_SECONDS later (at once
+    on a second signal), and keeps any more from starting."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen] = []
+        self.signum: Optional[int] = None
+        self._timer: Optional[threading.Timer] = None
+
+    def start(self, cmd: list[str], **popen) -> Optional[subprocess.Popen]:
+        """Start ``cmd`` in a process group of its own; None once stopping."""
+        if self.signum is not None:
+            return None
+        proc = subprocess.Popen(cmd, start_new_session=True, **popen)
+        self.procs.append(proc)
+        if self.signum is not None:  # the signal came while it started
+            self._send(proc, self.signum)
+        return proc
+
+    @staticmethod
+    def _send(proc: subprocess.Popen, signum: int) -> None:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signum)
+
+    def stop(self, signum: int, frame=None) -> None:
+        first = self.signum is None
+        self.signum = self.signum or signum
+        for proc in list(self.procs):
+            self._send(proc, signum if first else signal.SIGKILL)
+        if first:
+            self._timer = threading.Timer(GRACE_SECONDS, self.kill)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def kill(self) -> None:
+        for proc in list(self.procs):
+            self._send(proc, signal.SIGKILL)
+
+    def close(self) -> None:
+        """Kill any child still running (compare is ending: none may outlive it)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self.kill()
+
+
+@contextlib.contextmanager
+def forwarding_signals(children: Children) -> Iterator[None]:
+    """SIGINT and SIGTERM go to ``children.stop`` while the block runs (in the main thread only,
+    where Python runs signal handlers); the earlier handlers come back after it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, children.stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
 def thread_limits(threads: int) -> dict[str, str]:
@@ -85,19 +165,23 @@ def child_command(python: str, backend: str, spec: str, config: TrainConfig, out
 
 def run_backend(backend: str, python: Optional[str], spec: str, config: TrainConfig, out: Path,
                 data_dir: Optional[str], progress=lambda line: None,
-                env: Optional[Mapping[str, str]] = None) -> dict:
-    """Train one backend in a child process; a result dict with status ok, skipped or failed."""
+                env: Optional[Mapping[str, str]] = None, children: Optional[Children] = None) -> dict:
+    """Train one backend in a child process (started by ``children``, if given); a result dict
+    with status ok, skipped, failed or interrupted (``children`` stopped)."""
     if python is None:
         return {"status": "skipped",
                 "reason": f"no environment with {backend}; create it with: tox -e {backend} --notest "
                           f"(or pass --python {backend}=/path/to/python)"}
+    children = children or Children()
     started = time.perf_counter()
     try:
-        proc = subprocess.Popen(child_command(python, backend, spec, config, out / backend, data_dir),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
-                                env={**os.environ, **env} if env else None)
+        proc = children.start(child_command(python, backend, spec, config, out / backend, data_dir),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
+                              env={**os.environ, **env} if env else None)
     except OSError as exc:  # the interpreter is missing or not executable
         return {"status": "failed", "python": python, "error": f"cannot start {python}: {exc.strerror}"}
+    if proc is None:
+        return _not_started(children.signum)
     with tempfile.TemporaryFile("w+") as errors:  # drained by a thread, so the child never blocks on it
         drain = threading.Thread(target=shutil.copyfileobj, args=(proc.stderr, errors), daemon=True)
         drain.start()
@@ -108,6 +192,9 @@ def run_backend(backend: str, python: Optional[str], spec: str, config: TrainCon
         drain.join()
         errors.seek(0)
         stderr = errors.read()
+    if proc.returncode != 0 and children.signum is not None:
+        return {"status": "interrupted", "python": python,
+                "reason": f"stopped by {_name(children.signum)} before it finished"}
     if proc.returncode != 0:
         lines = [line for line in stderr.strip().splitlines() if line.strip()]
         return {"status": "failed", "python": python, "error": lines[-1] if lines else f"exit {proc.returncode}"}
@@ -118,6 +205,14 @@ def run_backend(backend: str, python: Optional[str], spec: str, config: TrainCon
             "logits": str(folder / "logits.npz")}
 
 
+def _name(signum: Optional[int]) -> str:
+    return signal.Signals(signum).name if signum else "a signal"
+
+
+def _not_started(signum: Optional[int]) -> dict:
+    return {"status": "interrupted", "reason": f"not started: compare was stopped by {_name(signum)}"}
+
+
 def run_compare(backends: str = "all", config: Optional[TrainConfig] = None, spec: str = "lenet5",
                 out: Union[str, os.PathLike] = "runs/compare", envs: Optional[str] = None,
                 pythons: Optional[Mapping[str, str]] = None, data_dir: Optional[str] = None,
@@ -125,6 +220,8 @@ def run_compare(backends: str = "all", config: Optional[TrainConfig] = None, spe
     """Train ``spec`` on every backend with the same seed, initial weights and batch order, then
     write ``report.md``, ``report.json`` and the plots into ``out``; returns the report's path.
     ``jobs`` backends train at once (slowest first), each held to its share of the CPU cores.
+    Stopped by SIGINT or SIGTERM (in the main thread), it stops the children, writes the report
+    of what finished and raises :class:`CompareStopped`.
 
     >>> run_compare("torch,tensorflow", TrainConfig(epochs=1))  # doctest: +SKIP
     PosixPath('runs/compare/report.md')
@@ -141,6 +238,7 @@ def run_compare(backends: str = "all", config: Optional[TrainConfig] = None, spe
     live = sys.stdout.isatty() and jobs == 1
     env = thread_limits(max(1, (os.cpu_count() or 1) // jobs)) if jobs > 1 else None
     started = time.perf_counter()
+    children = Children()
 
     def show(line: str) -> None:
         if live:
@@ -149,10 +247,12 @@ def run_compare(backends: str = "all", config: Optional[TrainConfig] = None, spe
             log(line)
 
     def train_one(backend: str) -> dict:
+        if children.signum is not None:
+            return _not_started(children.signum)
         python = find_python(backend, envs, pythons)
         log(f"[{backend}] " + (f"training with {python}" if python else "skipped: no environment"))
         result = run_backend(backend, python, spec, config, out, data_dir,
-                             progress=lambda line: show(f"[{backend}] {line}"), env=env)
+                             progress=lambda line: show(f"[{backend}] {line}"), env=env, children=children)
         if live:
             print(flush=True)  # keep the last epoch line, start a new one
         if result["status"] == "ok":
@@ -161,15 +261,32 @@ def run_compare(backends: str = "all", config: Optional[TrainConfig] = None, spe
                 f"{result['seconds']:.0f} s")
         elif result["status"] == "failed":
             log(f"[{backend}] failed: {result['error']}")
+        elif result["status"] == "interrupted":
+            log(f"[{backend}] {result['reason']}")
         return result
 
-    if jobs == 1:
-        results = {backend: train_one(backend) for backend in names}
-    else:
-        order = sorted(names, key=lambda b: SLOWEST_FIRST.index(b) if b in SLOWEST_FIRST else -1)
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            futures = {backend: pool.submit(train_one, backend) for backend in order}
-            results = {backend: futures[backend].result() for backend in names}
-    wall = time.perf_counter() - started
-    log(f"trained {len(names)} backend(s) in {wall:.0f} s ({jobs} at a time)")
-    return write_report(out, results, {"spec": spec, **asdict(config)}, {"wall_seconds": wall, "jobs": jobs})
+    with forwarding_signals(children):
+        try:
+            if jobs == 1:
+                results = {backend: train_one(backend) for backend in names}
+            else:
+                order = sorted(names, key=lambda b: SLOWEST_FIRST.index(b) if b in SLOWEST_FIRST else -1)
+                with ThreadPoolExecutor(max_workers=jobs) as pool:
+                    futures = {backend: pool.submit(train_one, backend) for backend in order}
+                    results = {backend: futures[backend].result() for backend in names}
+        finally:
+            children.close()
+        wall = time.perf_counter() - started
+        stopped = children.signum
+        incomplete = None
+        if stopped is None:
+            log(f"trained {len(names)} backend(s) in {wall:.0f} s ({jobs} at a time)")
+        else:
+            incomplete = {"signal": _name(stopped),
+                          "unfinished": [b for b, r in results.items() if r["status"] == "interrupted"]}
+            log(f"stopped by {_name(stopped)} after {wall:.0f} s; the report holds the backends that finished")
+        report = write_report(out, results, {"spec": spec, **asdict(config)}, {"wall_seconds": wall, "jobs": jobs},
+                              incomplete)
+    if children.signum is not None:
+        raise CompareStopped(children.signum, report)
+    return report

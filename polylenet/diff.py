@@ -145,11 +145,16 @@ def diff_backends(a: str, b: str, spec: str = "lenet5", weights: Optional[Union[
     random images drawn from ``seed``; a ``data_dir`` without the data set is an error."""
     from polylenet.compare import find_python
     from polylenet.data import DataError, load_data
+    from polylenet.registry import known_backends
     from polylenet.resize import to_model_inputs
     from polylenet.specfile import load_spec
     from polylenet.training import batch_order, book_batch_size, book_lr
     from polylenet.weights import check_weights, init_weights, load_weights
 
+    for backend in (a, b):  # before any data is read or any environment runs
+        if backend not in known_backends() and backend not in (pythons or {}):
+            raise BackendError(f"unknown backend {backend!r}; known backends: {', '.join(known_backends())} (a "
+                               f"backend installed only in another environment: pass --python {backend}=PYTHON)")
     spec_obj = load_spec(spec)
     w = check_weights(spec_obj, load_weights(weights)) if weights else init_weights(spec_obj, seed)
     size = book_batch_size(spec_obj)  # 256 for LeNet, 128 for the modern CNNs

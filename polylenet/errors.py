@@ -25,6 +25,11 @@ class ConfigError(PolylenetError, ValueError):
     """A training setting out of range (epochs < 1, a non-positive learning rate, ...)."""
 
 
+class InputError(PolylenetError, ValueError):
+    """A batch, labels, targets or dropout masks handed to ``forward``, ``loss_and_grads`` or a
+    ``trainer`` step that the model cannot take (wrong dtype, shape or range, an empty batch)."""
+
+
 class TrainingDiverged(PolylenetError, ArithmeticError):
     """The training loss became NaN or infinite; the message names the epoch and batch."""
 

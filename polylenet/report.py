@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 from itertools import combinations
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from polylenet.atomic import atomic_write, atomic_write_with
+from polylenet.atomic import WriteError, atomic_write_all
 
 
 def throughput(history: dict) -> float:
@@ -75,18 +76,24 @@ def _drift_sentence(p: dict[str, Any]) -> str:
     return f"- {a} / {b}: relative difference of the training losses " + ", ".join(parts) + f" ({p['steps']} steps)."
 
 
-def _markdown(results: dict[str, dict], settings: dict, agreement: dict, timing: Optional[dict] = None) -> str:
+def _markdown(results: dict[str, dict], settings: dict, agreement: dict, timing: Optional[dict] = None,
+              incomplete: Optional[dict] = None) -> str:
     ok = {b: r for b, r in results.items() if r["status"] == "ok"}
-    lines = [f"# polylenet comparison: {settings['spec']} on {settings['dataset']}", "",
-             f"Protocol: SGD lr {settings['lr']}, batch {settings['batch_size']}, {settings['epochs']} "
-             f"epochs, seed {settings['seed']}"
-             + (f", fixed subset of {settings['train_subset']} training images" if settings.get("train_subset") else "")
-             + (f", {settings['test_subset']} test images" if settings.get("test_subset") else "")
-             + (f", dropout masks {settings['dropout']}" if settings.get("dropout") else "")
-             + "; the same initial weights and batch order on every backend.", "",
-             "| backend | framework version | train loss | train acc | test acc | examples/sec (mean over epochs) "
-             "| epochs (s) | wall time (s) | peak memory (MB) |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [f"# polylenet comparison: {settings['spec']} on {settings['dataset']}", ""]
+    if incomplete:
+        unfinished = ", ".join(incomplete["unfinished"]) or "none"
+        lines += [f"**Incomplete**: compare was stopped by {incomplete['signal']}; this report holds the backends "
+                  f"that finished (unfinished: {unfinished}).", ""]
+    lines += [f"Protocol: SGD lr {settings['lr']}, batch {settings['batch_size']}, {settings['epochs']} "
+              f"epochs, seed {settings['seed']}"
+              + (f", fixed subset of {settings['train_subset']} training images"
+                 if settings.get("train_subset") else "")
+              + (f", {settings['test_subset']} test images" if settings.get("test_subset") else "")
+              + (f", dropout masks {settings['dropout']}" if settings.get("dropout") else "")
+              + "; the same initial weights and batch order on every backend.", "",
+              "| backend | framework version | train loss | train acc | test acc | examples/sec (mean over epochs) "
+              "| epochs (s) | wall time (s) | peak memory (MB) |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for backend, r in ok.items():
         h, f = r["history"], r["history"]["epochs"][-1]
         epochs = sum(e["seconds"] for e in h["epochs"])
@@ -99,6 +106,8 @@ def _markdown(results: dict[str, dict], settings: dict, agreement: dict, timing:
             lines.append(f"| {backend} | skipped: {r['reason']} | | | | | | | |")
         elif r["status"] == "failed":
             lines.append(f"| {backend} | **failed**: {r['error']} | | | | | | | |")
+        elif r["status"] == "interrupted":
+            lines.append(f"| {backend} | **{r['reason']}** | | | | | | | |")
     lines += ["", "Epochs: the training epochs' own time, summed; wall time: the backend's whole child process "
               "(framework import, compiling, evaluating and the logits below included)"
               + (f"; the whole comparison took {timing['wall_seconds']:.0f} s with {timing['jobs']} "
@@ -133,7 +142,14 @@ def _markdown(results: dict[str, dict], settings: dict, agreement: dict, timing:
     return "\n".join(lines) + "\n"
 
 
-def _plots(out: Path, results: dict[str, dict]) -> list[str]:
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()
+
+
+def _plots(results: dict[str, dict]) -> dict[str, bytes]:
+    """The plots' PNG bytes by file name."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -141,7 +157,8 @@ def _plots(out: Path, results: dict[str, dict]) -> list[str]:
 
     ok = {b: r["history"] for b, r in results.items() if r["status"] == "ok"}
     if not ok:
-        return []
+        return {}
+    pictures = {}
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     for ax, key, title in zip(axes, ("train_loss", "train_acc", "test_acc"),
                               ("train loss", "train accuracy", "test accuracy")):
@@ -153,7 +170,7 @@ def _plots(out: Path, results: dict[str, dict]) -> list[str]:
         ax.grid(alpha=0.3)
     axes[0].legend(title="lines overlap where\nbackends agree", fontsize=8, title_fontsize=8)
     fig.tight_layout()
-    atomic_write_with(out / "curves.png", lambda f: fig.savefig(f, format="png", dpi=110))
+    pictures["curves.png"] = _png(fig)
     plt.close(fig)
 
     reference = next(iter(ok))
@@ -173,7 +190,7 @@ def _plots(out: Path, results: dict[str, dict]) -> list[str]:
         ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    atomic_write_with(out / "divergence.png", lambda f: fig.savefig(f, format="png", dpi=110))
+    pictures["divergence.png"] = _png(fig)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6.5, 3.5))
@@ -183,37 +200,50 @@ def _plots(out: Path, results: dict[str, dict]) -> list[str]:
     ax.set_ylabel("training examples / second")
     ax.set_title("throughput (mean over epochs)")
     fig.tight_layout()
-    atomic_write_with(out / "throughput.png", lambda f: fig.savefig(f, format="png", dpi=110))
+    pictures["throughput.png"] = _png(fig)
     plt.close(fig)
-    return ["curves.png", "divergence.png", "throughput.png"]
+    return pictures
 
 
 PLOTS_HINT = 'the plots need matplotlib: pip install "polylenet[report]" (or pip install matplotlib)'
 
 
-def write_report(out: Path, results: dict[str, dict], settings: dict, timing: Optional[dict] = None) -> Path:
-    """Write report.json and report.md into ``out``, then the plots (the data first, so nothing
-    is lost when the pictures cannot be drawn: without matplotlib the report says how to get
-    them); returns report.md's path."""
+def write_report(out: Path, results: dict[str, dict], settings: dict, timing: Optional[dict] = None,
+                 incomplete: Optional[dict] = None) -> Path:
+    """Write report.json, report.md and the plots into ``out``, together (report.json last).
+    Without matplotlib the report says how to get the plots; when drawing or writing them fails
+    (a full disk) the report is still written without them, saying why, and the error raised.
+    ``incomplete`` ({"signal", "unfinished"}): the run was stopped, and the report says so.
+    Returns report.md's path."""
     agreement = logits_agreement(results)
     try:
         can_plot = importlib.util.find_spec("matplotlib") is not None
     except ImportError:  # an import hook that refuses it
         can_plot = False
     trained = any(r["status"] == "ok" for r in results.values())
-    planned = ["curves.png", "divergence.png", "throughput.png"] if can_plot and trained else []
+    markdown = _markdown(results, settings, agreement, timing, incomplete)
     report = {"settings": settings, "results": results, "logits": agreement, "drift": drift(results),
-              "plots": planned, **({"timing": timing} if timing else {})}
-    if not can_plot:
-        report["plots_missing"] = PLOTS_HINT
-    atomic_write(out / "report.json", (json.dumps(report, indent=2) + "\n").encode())
-    markdown = _markdown(results, settings, agreement, timing)
-    if not planned:
-        for picture in ("![divergence](divergence.png)\n", "![training curves](curves.png)\n\n"):
-            markdown = markdown.replace(picture, "")
-        instead = f"No plots: {PLOTS_HINT}.\n" if not can_plot else ""
-        markdown = markdown.replace("![throughput](throughput.png)\n", instead)
-    path = atomic_write(out / "report.md", markdown.encode())
-    if planned:
-        _plots(out, results)
-    return path
+              **({"timing": timing} if timing else {}), **({"incomplete": incomplete} if incomplete else {})}
+
+    def texts(plots: dict[str, bytes], missing: Optional[str]) -> dict[Path, bytes]:
+        text = markdown
+        if not plots:
+            for picture in ("![divergence](divergence.png)\n", "![training curves](curves.png)\n\n"):
+                text = text.replace(picture, "")
+            text = text.replace("![throughput](throughput.png)\n", f"No plots: {missing}.\n" if missing else "")
+        data = {**report, "plots": list(plots), **({"plots_missing": missing} if missing else {})}
+        return {out / "report.md": text.encode(), out / "report.json": (json.dumps(data, indent=2) + "\n").encode()}
+
+    if not (can_plot and trained):
+        atomic_write_all(texts({}, None if can_plot else PLOTS_HINT))
+        return out / "report.md"
+    try:
+        plots = _plots(results)
+        atomic_write_all({**{out / name: png for name, png in plots.items()}, **texts(plots, None)})
+    except BaseException as exc:
+        atomic_write_all(texts({}, f"they could not be drawn or written ({exc})"))  # the numbers, at least
+        if isinstance(exc, WriteError):
+            raise WriteError(exc.path, f"{exc.reason}; {out / 'report.md'} and report.json were written without "
+                                       "the plots") from exc
+        raise
+    return out / "report.md"

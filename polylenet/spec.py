@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import InitVar, asdict, dataclass, replace
 from functools import cached_property
 from typing import Any, Optional
 
@@ -46,11 +46,18 @@ MAX_ACTIVATIONS = 10**8
 
 
 def _limit(name: str, default: int) -> int:
+    """``$name`` as a positive whole number, else ``default``; read when a limit is checked, not at import."""
     value = os.environ.get(name)
+    if not value:
+        return default
     try:
-        return int(value) if value else default
+        limit = int(value)
     except ValueError:
-        raise SpecError(f"${name} must be a whole number, got {value!r}") from None
+        limit = 0
+    if limit < 1:
+        raise SpecError(f"${name} must be a whole number >= 1, got {value!r}; set it to a count such as "
+                        f"{default} (the default) or unset it")
+    return limit
 
 
 @dataclass(frozen=True)
@@ -68,13 +75,45 @@ class Spec:
     layers: tuple[Layer, ...]
     input_shape: tuple[int, int, int] = (1, 28, 28)
     num_classes: int = 10
+    # The named variants, built at import, skip the size limits: $POLYLENET_MAX_* are read only
+    # when a spec from elsewhere is made, so a bad value cannot break `import polylenet`.
+    _builtin: InitVar[bool] = False
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, _builtin: bool = False) -> None:
         # lists are accepted and stored as tuples, so equal specs compare (and hash) equal
         object.__setattr__(self, "layers", tuple(self.layers))
         if isinstance(self.input_shape, (list, tuple)):
             object.__setattr__(self, "input_shape", tuple(self.input_shape))
+        if not _builtin:
+            self._check_input_size()
         self._tree  # noqa: B018 -- validates every layer
+        if not _builtin:
+            self._check_limits()
+
+    def _check_input_size(self) -> None:
+        """The input alone over the activation limit: blamed on input_shape, before any layer."""
+        c_h_w = self.input_shape
+        if isinstance(c_h_w, tuple) and len(c_h_w) == 3 and all(
+                isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in c_h_w):
+            limit = _limit("POLYLENET_MAX_ACTIVATIONS", MAX_ACTIVATIONS)
+            if math.prod(c_h_w) > limit:
+                raise SpecError(f"spec {self.name!r}: input_shape {list(c_h_w)} holds {math.prod(c_h_w):,} values "
+                                f"per image, over the limit of {limit:,} activation values; give a smaller input "
+                                "shape [channels, height, width] (or raise $POLYLENET_MAX_ACTIVATIONS)")
+
+    def _check_limits(self) -> None:
+        where = f"spec {self.name!r}"
+        rows = self._tree
+        parameters = sum(parameter_count(node, i) for _, node, i, _, leaf in rows if leaf)
+        activations = math.prod(self.input_shape) + sum(math.prod(o[1:]) for _, node, _, o, _ in rows
+                                                        if not isinstance(node, Sequential))
+        for what, count, variable, default in (
+                ("parameters", parameters, "POLYLENET_MAX_PARAMETERS", MAX_PARAMETERS),
+                ("activation values per image", activations, "POLYLENET_MAX_ACTIVATIONS", MAX_ACTIVATIONS)):
+            limit = _limit(variable, default)
+            if count > limit:
+                raise SpecError(f"{where}: asks for {count:,} {what}, over the limit of {limit:,}; make the "
+                                f"layers smaller (or raise ${variable})")
 
     def layer_names(self) -> list[str]:
         """The top-level names: conv1, act1, pool1, ..., flatten1, dense1, ... dense3 (a group or
@@ -117,15 +156,6 @@ class Spec:
             raise SpecError(f"{where}: the layer list is empty")
         rows: list = []
         resolved, shape = _infer(self.layers, (1, *c_h_w), "", where, rows, 0)
-        parameters = sum(parameter_count(node, i) for _, node, i, _, leaf in rows if leaf)
-        activations = math.prod(c_h_w) + sum(math.prod(o[1:]) for _, node, _, o, _ in rows
-                                             if not isinstance(node, Sequential))
-        for what, count, variable, default in (
-                ("parameters", parameters, "POLYLENET_MAX_PARAMETERS", MAX_PARAMETERS),
-                ("activation values per image", activations, "POLYLENET_MAX_ACTIVATIONS", MAX_ACTIVATIONS)):
-            if count > _limit(variable, default):
-                raise SpecError(f"{where}: asks for {count:,} {what}, over the limit of "
-                                f"{_limit(variable, default):,}; make the layers smaller (or raise ${variable})")
         object.__setattr__(self, "layers", resolved)
         if len(shape) != 2 or shape[1] != self.num_classes:
             raise SpecError(f"{where}: the network must end with shape (N, num_classes={self.num_classes}) "
@@ -223,8 +253,12 @@ def _node_to_dict(node: Node) -> dict[str, Any]:
     return {"type": d.pop("type"), **d}
 
 
+def _variant(name: str, layers: tuple, input_shape: tuple[int, int, int] = (1, 28, 28)) -> Spec:
+    return Spec(name, layers, input_shape=input_shape, _builtin=True)
+
+
 def _lenet(name: str, act: str, pool: str, padding: int) -> Spec:
-    return Spec(name, (
+    return _variant(name, (
         conv2d(6, 5, padding=padding), activation(act), pool2d(pool, 2, 2),
         conv2d(16, 5), activation(act), pool2d(pool, 2, 2),
         flatten(),
@@ -237,7 +271,7 @@ def _lenet(name: str, act: str, pool: str, padding: int) -> Spec:
 def _lenet_bn(name: str, padding: int) -> Spec:
     # d2l's "Batch Normalization" chapter: BN after every conv and dense layer but the last,
     # before the sigmoid (flatten 16*4*4 = 256 without padding).
-    return Spec(name, (
+    return _variant(name, (
         conv2d(6, 5, padding=padding), batchnorm(), activation("sigmoid"), pool2d("avg", 2, 2),
         conv2d(16, 5), batchnorm(), activation("sigmoid"), pool2d("avg", 2, 2),
         flatten(),
@@ -270,7 +304,7 @@ def _classifier(units: int = 4096) -> tuple[Layer, ...]:
 def _alexnet(name: str, first_padding: int) -> Spec:
     # d2l-zh's PyTorch (and Paddle) tab: the first conv padded by 1; its MXNet and TensorFlow tabs
     # leave it unpadded. Both give 54x54, so the shapes agree and the numbers do not.
-    return Spec(name, (
+    return _variant(name, (
         conv2d(96, 11, stride=4, padding=first_padding), activation("relu"), pool2d("max", 3, 2),
         conv2d(256, 5, padding=2), activation("relu"), pool2d("max", 3, 2),
         conv2d(384, 3, padding=1), activation("relu"),
@@ -287,7 +321,7 @@ def _vgg(name: str, blocks: tuple[tuple[int, int], ...]) -> Spec:
         for _ in range(convs):
             layers += [conv2d(channels, 3, padding=1), activation("relu")]
         layers.append(pool2d("max", 2, 2))
-    return Spec(name, (*layers, *_classifier()), input_shape=_MODERN_INPUT)
+    return _variant(name, (*layers, *_classifier()), input_shape=_MODERN_INPUT)
 
 
 def _nin_block(channels: int, kernel: int, stride: int, padding: int) -> tuple[Layer, ...]:
@@ -297,7 +331,7 @@ def _nin_block(channels: int, kernel: int, stride: int, padding: int) -> tuple[L
 
 
 def _nin(name: str) -> Spec:
-    return Spec(name, (
+    return _variant(name, (
         *_nin_block(96, 11, 4, 0), pool2d("max", 3, 2),
         *_nin_block(256, 5, 1, 2), pool2d("max", 3, 2),
         *_nin_block(384, 3, 1, 1), pool2d("max", 3, 2),
@@ -323,7 +357,7 @@ def _inception(c1: int, c2: tuple[int, int], c3: tuple[int, int], c4: int) -> Bl
 
 def _googlenet(name: str) -> Spec:
     relu, pool = activation("relu"), pool2d("max", 3, 2, padding=1)
-    return Spec(name, (
+    return _variant(name, (
         sequential("b", conv2d(64, 7, stride=2, padding=3), relu, pool),
         sequential("b", conv2d(64, 1), relu, conv2d(192, 3, padding=1), relu, pool),
         sequential("b", _inception(64, (96, 128), (16, 32), 32), _inception(128, (128, 192), (32, 96), 64), pool),
@@ -352,7 +386,7 @@ def _resnet18(name: str, padding: object) -> Spec:
         first = index > 0  # stages 2-4 halve the size in their first block, with a 1x1 shortcut
         stages.append(sequential("b", _residual(channels, 2 if first else 1, first, padding),
                                  _residual(channels, 1, False, padding)))
-    return Spec(name, (
+    return _variant(name, (
         sequential("b", conv2d(64, 7, stride=2, padding=stem_pad), batchnorm(), activation("relu"),
                    pool2d("max", 3, 2, padding=pool_pad)),
         *stages,
@@ -379,7 +413,7 @@ def _densenet(name: str, growth: int = 32, convs: tuple[int, ...] = (4, 4, 4, 4)
             layers.append(sequential("transition", batchnorm(), activation("relu"), conv2d(channels, 1),
                                      pool2d("avg", 2, 2)))
     layers += [batchnorm(), activation("relu"), global_avg_pool(), flatten(), dense(10)]
-    return Spec(name, tuple(layers), input_shape=_SMALL_INPUT)
+    return _variant(name, tuple(layers), input_shape=_SMALL_INPUT)
 
 
 MODERN: dict[str, Spec] = {

@@ -324,6 +324,37 @@ def _train(spec: Spec, name: str, config: TrainConfig, data_dir, out_dir, resume
     return history
 
 
+def _difference(saved: dict, wanted: dict) -> str:
+    """Where two specs' dicts first differ, for a message."""
+    for what in ("input_shape", "num_classes"):
+        if saved[what] != wanted[what]:
+            return f"{what} {saved[what]} vs {wanted[what]}"
+    for index, (a, b) in enumerate(zip(saved["layers"], wanted["layers"])):
+        if a != b:
+            return f"first at layer {index}: {a} vs {b}"
+    return f"{len(saved['layers'])} vs {len(wanted['layers'])} layers"
+
+
+def checkpoint_spec(meta: dict, path: Union[str, os.PathLike], spec: Optional[Spec] = None) -> Spec:
+    """The spec a checkpoint's ``meta`` records, or ``spec`` (what the user asked for) once it is
+    checked to be that one: the same weight shapes under another spec would score silently wrong.
+    A name alone may differ (an imported copy of the spec); a checkpoint recording no spec (older
+    files) takes ``spec`` as given."""
+    if meta.get("spec") is None:
+        if spec is None:
+            raise CheckpointError(f"{path} records no spec; name it with --spec")
+        return spec
+    saved = spec_from_dict(meta["spec"], f"{path} (its header)")
+    if spec is None:
+        return saved
+    recorded, wanted = {**saved.to_dict(), "name": ""}, {**spec.to_dict(), "name": ""}
+    if recorded != wanted:
+        raise CheckpointError(f"{path} was saved for spec {saved.name!r}, not {spec.name!r} (they differ: "
+                              f"{_difference(recorded, wanted)}); leave --spec out to use the checkpoint's spec, or "
+                              f"give a checkpoint of a {spec.name} run")
+    return spec
+
+
 def _check_resume(meta: dict, spec: Spec, backend: str, config: TrainConfig, path) -> None:
     missing = [k for k in ("spec", "config", "history") if not isinstance(meta.get(k), dict)]
     if missing:
