@@ -197,9 +197,10 @@ def evaluate(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 1000) -
     return correct / max(len(x), 1)
 
 
-# Evaluation batches hold at most this many input values: 1000 LeNet images (28x28), 167 at 224x224
-# (AlexNet's activations for 1000 such images would be over 1 GB).
-EVAL_INPUT_VALUES = 2**23
+# Evaluation batches hold at most this many input values: 1000 LeNet images (28x28), 227 at 96x96,
+# 41 at 224x224 (AlexNet's activations for 1000 such images would be over 1 GB; MindSpore's
+# graph-mode ResNet-18 runs out of memory on 512 images at 96x96 on a 24 GB machine, 2026-12-02).
+EVAL_INPUT_VALUES = 2**21
 
 
 def eval_batch_size(config: TrainConfig, spec: Spec) -> int:

@@ -68,9 +68,10 @@ def test_the_book_trains_each_modern_cnn_with_its_own_settings():
     assert all(polylenet.load_spec(n).input_shape == (1, 224, 224) for n in ("alexnet", "alexnet-tf-tab", "nin"))
     # the spec ends with (N, classes) without a dense layer: NiN
     assert polylenet.load_spec("nin").layers[-1].type == "flatten"
-    # evaluation batches shrink with the input: 1000 LeNet images, 167 at 224x224
+    # evaluation batches shrink with the input: 1000 LeNet images, 227 at 96x96, 41 at 224x224
     assert eval_batch_size(TrainConfig(), polylenet.load_spec("lenet5")) == 1000
-    assert eval_batch_size(TrainConfig(), polylenet.load_spec("alexnet")) == 167
+    assert eval_batch_size(TrainConfig(), polylenet.load_spec("alexnet")) == 41
+    assert eval_batch_size(TrainConfig(), polylenet.load_spec("resnet18")) == 227
 
 
 def test_compare_hands_its_subsets_and_dropout_mode_to_every_child(tmp_path):

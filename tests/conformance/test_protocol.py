@@ -73,7 +73,9 @@ def test_first_20_steps_follow_the_oracle(framework, variant, fashion, oracle_st
             f"step {step}: {framework} loss {got}, oracle {want} (relative {abs(got - want) / abs(want):.2e})"
 
 
-@pytest.mark.parametrize("variant", ["lenet-relu", "lenet-bn"])
+# lenet-bn only: its running statistics are state a checkpoint must carry too; lenet-relu's resume
+# (after a SIGKILL, through the command line) is test_crash.py's
+@pytest.mark.parametrize("variant", ["lenet-bn"])
 def test_resume_matches_uninterrupted_run(trainable, variant, fashion, tmp_path):
     config = TrainConfig(lr=0.1, epochs=2, train_subset=2000, test_subset=1000)
     run = dict(backend=trainable, data=fashion, progress=False)
