@@ -310,6 +310,20 @@ def test_a_transpose_it_cannot_undo_is_refused(tmp_path):
         polylenet.import_onnx(with_node_change(tmp_path, transposed))
 
 
+def test_a_reshape_to_the_shape_it_has_is_read_as_nothing(tmp_path):
+    """tf2onnx writes a Keras Permute that moves only 1-sized axes (after a global pool) as such a
+    Reshape, in some runs (its optimizer's order varies)."""
+    def reshaped(graph):
+        graph.node[1].output[0] = "r"
+        graph.node.insert(2, helper.make_node("Constant", [], ["same_shape"], "same_shape",
+                                              value=numpy_helper.from_array(np.array([-1, 6, 28, 28], np.int64))))
+        graph.node.insert(3, helper.make_node("Reshape", ["r", "same_shape"], ["act1"], "no_op_reshape"))
+
+    spec = polylenet.load_spec("lenet5")
+    imported, _ = polylenet.import_onnx(with_node_change(tmp_path, reshaped))
+    assert imported == spec
+
+
 def test_not_an_onnx_file(tmp_path):
     (tmp_path / "x.onnx").write_bytes(b"\x00garbage, not a protobuf\xff" * 10)
     with pytest.raises(OnnxError, match="x.onnx: not"):
