@@ -59,8 +59,11 @@ def _add_weights_source(p: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
+    from polylenet import __version__
+
     top = argparse.ArgumentParser(prog="polylenet", description="One CNN spec, six frameworks and a NumPy oracle.")
     top.add_argument("--debug", action="store_true", help="show tracebacks")
+    top.add_argument("--version", action="version", version=f"polylenet {__version__}")
     sub = top.add_subparsers(dest="command", required=True)
 
     shapes = sub.add_parser("shapes", help="d2l's per-layer shape table")
@@ -68,6 +71,8 @@ def parser() -> argparse.ArgumentParser:
     shapes.add_argument("--backend", default=None, help="read the shapes off the model this backend builds")
     shapes.add_argument("--nested", action="store_true",
                         help="every layer inside the groups and blocks too, named by path (b3.residual1.branch1.conv1)")
+
+    sub.add_parser("backends", help="every known backend: its framework's version here, capabilities, extra")
 
     train = sub.add_parser("train", help="run the d2l protocol on one backend")
     train.add_argument("--backend", default=None)
@@ -122,6 +127,22 @@ def parser() -> argparse.ArgumentParser:
     probe.add_argument("--steps", type=int, default=0)
     probe.add_argument("--lr", type=float, required=True)
     return top
+
+
+def cmd_backends(args: argparse.Namespace) -> int:
+    """One row per known backend, no framework imported: what is installed here, what it can do
+    (training, or inference only), and what installs it."""
+    from polylenet.registry import framework_version, install_hint, known_backends
+
+    rows = [("backend", "installed here", "can", "install with")]
+    for name, info in known_backends().items():
+        installed = framework_version(name)
+        rows.append((name, "not installed" if installed is None else installed or "(no framework: the oracle)",
+                     "train, infer" if info.trains else "infer", install_hint(name) if info.framework else "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[3])
+    return 0
 
 
 def cmd_shapes(args: argparse.Namespace) -> int:
@@ -315,7 +336,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"shapes": cmd_shapes, "train": cmd_train, "compare": cmd_compare, "diff": cmd_diff, "probe": cmd_probe,
+COMMANDS = {"backends": cmd_backends,
+            "shapes": cmd_shapes, "train": cmd_train, "compare": cmd_compare, "diff": cmd_diff, "probe": cmd_probe,
             "export": cmd_export, "import": cmd_import, "evaluate": cmd_evaluate}
 
 

@@ -7,7 +7,7 @@ import importlib.util
 import os
 import sys
 from dataclasses import dataclass
-from importlib.metadata import entry_points
+from importlib.metadata import PackageNotFoundError, entry_points, packages_distributions, version
 from pathlib import Path
 from types import ModuleType
 from typing import Optional
@@ -66,6 +66,27 @@ def _installed(info: BackendInfo) -> bool:
     if info.framework is None:
         return True
     return importlib.util.find_spec(info.framework) is not None
+
+
+def framework_version(name: str) -> Optional[str]:
+    """The installed version of backend ``name``'s framework, read from the package metadata
+    without importing it (``"torch 2.13.0"``, ``"flax 0.12.8"``); None when it is not installed,
+    "" for the NumPy reference (no framework).
+
+    >>> framework_version("numpy")
+    ''
+    """
+    info = known_backends()[name]
+    if info.framework is None:
+        return ""
+    if not _installed(info):
+        return None
+    for dist in packages_distributions().get(info.framework, []):
+        try:
+            return f"{dist} {version(dist)}"
+        except PackageNotFoundError:
+            continue
+    return "installed (version unknown)"
 
 
 def available_backends() -> list[str]:

@@ -14,6 +14,31 @@ def run(*args):
     return subprocess.run([sys.executable, "-m", "polylenet", *args], capture_output=True, text=True)
 
 
+def test_version_and_the_backends_table(capsys):
+    import polylenet
+    from polylenet.registry import available_backends, known_backends
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0 and capsys.readouterr().out.strip() == f"polylenet {polylenet.__version__}"
+    assert main(["backends"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert list(rows) == list(known_backends())
+    for name in known_backends():
+        installed = name in available_backends()
+        assert ("not installed" in rows[name]) != installed, rows[name]
+        assert ("train, infer" in rows[name]) == known_backends()[name].trains
+    assert 'pip install "polylenet[onnx]"' in rows["onnxruntime"]
+
+
+def test_the_backends_table_imports_no_framework():
+    frameworks = "{'torch', 'tensorflow', 'mxnet', 'paddle', 'mindspore', 'jax', 'onnxruntime'}"
+    code = ("import sys; from polylenet.cli import main; main(['backends']); "
+            f"print(sorted({frameworks} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[-1] == "[]"
+
+
 def test_shapes_table(capsys):
     assert main(["shapes", "--spec", "lenet-classic"]) == 0
     out = capsys.readouterr().out
