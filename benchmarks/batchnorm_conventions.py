@@ -1,7 +1,7 @@
 """Measure each framework's own BatchNorm layer, configured with the neutral values as its
 documentation says to, against d2l's ``batch_norm``: which eps it really uses, how it weights
 the running statistics, and whether it updates the running variance with the biased or the
-unbiased batch variance. This is what the README's BatchNorm table rests on.
+unbiased batch variance. This is what docs/backends.md's BatchNorm table rests on.
 
     python benchmarks/batchnorm_conventions.py          # every backend env in .tox/
     .tox/torch/bin/python benchmarks/batchnorm_conventions.py --backend torch

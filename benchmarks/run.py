@@ -122,8 +122,8 @@ def main() -> None:
     if args.child:
         return child(args)
 
-    from polylenet.compare import backend_list, find_python
     from polylenet.data import DataError, load_data
+    from polylenet.runner import backend_list, find_python
     from polylenet.specfile import load_spec
 
     try:  # find the data once, here, so every child reads the same files

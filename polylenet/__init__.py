@@ -20,6 +20,7 @@ from polylenet.api import (
     trainer,
 )
 from polylenet.checkpoint import load_checkpoint, save_checkpoint
+from polylenet.comparison import Comparison, compare
 from polylenet.data import DataError, load_data, read_idx
 from polylenet.errors import (
     BackendError,
@@ -75,4 +76,5 @@ __all__ = [
     "load_weights", "save_weights", "load_checkpoint", "save_checkpoint", "DataError", "load_data",
     "read_idx", "CheckpointError", "TrainingDiverged", "EpochStats", "History", "TrainConfig",
     "batch_order", "book_batch_size", "book_lr", "evaluate", "train", "OnnxError", "export_onnx", "import_onnx",
+    "Comparison", "compare",
 ]

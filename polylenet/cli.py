@@ -1,4 +1,4 @@
-"""The ``polylenet`` command: shapes, train, compare, diff, export, import, evaluate.
+"""The ``polylenet`` command: shapes, train, compare, report, diff, export, import, evaluate.
 
 Errors are one line on stderr and a non-zero exit; ``--debug`` shows the traceback.
 """
@@ -6,15 +6,17 @@ Errors are one line on stderr and a non-zero exit; ``--debug`` shows the traceba
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 
 from polylenet.errors import PolylenetError
+
+STARTED = time.perf_counter()  # a record's seconds: the whole run, its framework's import included
 
 
 def _add_protocol(p: argparse.ArgumentParser, dropout: str) -> None:
@@ -81,7 +83,8 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", default=None, help="checkpoint to continue from")
     train.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
-    train.add_argument("--record", action="store_true", help=argparse.SUPPRESS)  # compare's child runs
+    train.add_argument("--record", action="store_true",
+                       help="also write a record into --out (record.json, logits.npz): what polylenet report merges")
 
     compare = sub.add_parser("compare", help="the same protocol on every backend, one report")
     compare.add_argument("--backends", default="all", help="all, or a comma-separated list")
@@ -93,6 +96,12 @@ def parser() -> argparse.ArgumentParser:
                          help="the interpreter to run BACKEND with (repeatable)")
     compare.add_argument("--jobs", type=int, default=1,
                          help="backends training at once, each held to cores/jobs threads (default 1)")
+
+    report = sub.add_parser("report", help="merge records (train --record, made on any machine) into compare's report")
+    report.add_argument("records", nargs="+", metavar="RECORD_DIR",
+                        help="record folders, or folders holding them (a compare run, downloaded CI artifacts)")
+    report.add_argument("--out", required=True, help="folder for report.md, report.json and plots")
+
     diff = sub.add_parser("diff", help="where two backends first disagree: every layer, gradient and step")
     diff.add_argument("--backends", required=True, help="two backends, A,B")
     diff.add_argument("--spec", default="lenet5")
@@ -187,17 +196,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _record(args: argparse.Namespace, out: Path, history) -> None:
-    """What compare needs beyond the history: shapes as built, and test-set logits before/after."""
+    """The run's record (polylenet.record): with the history, the shapes as built, the test-set
+    logits before and after training, and the data's checksums."""
     from polylenet.api import build, forward, layer_shapes
-    from polylenet.atomic import atomic_write
     from polylenet.checkpoint import load_checkpoint
     from polylenet.data import load_data
+    from polylenet.record import data_digest, write_record
     from polylenet.resize import to_model_inputs
     from polylenet.training import eval_batch_size, fixed_subset
 
     config = _config(args)
-    images = load_data(config.dataset, args.data_dir).test_images
-    test = images[fixed_subset(len(images), config.test_subset)]  # the images the run evaluated on
+    data = load_data(config.dataset, args.data_dir)
+    test = data.test_images[fixed_subset(len(data.test_images), config.test_subset)]  # what the run evaluated on
     weights, _ = load_checkpoint(out / f"checkpoint-epoch{config.epochs:02d}.npz")
     initial = build(args.spec, backend=history.backend, seed=config.seed)
     trained = build(args.spec, backend=history.backend, weights=weights)
@@ -206,16 +216,21 @@ def _record(args: argparse.Namespace, out: Path, history) -> None:
     logits = {name: np.concatenate([forward(m, to_model_inputs(test[i:i + batch], shape))
                                     for i in range(0, len(test), batch)])
               for name, m in (("initial", initial), ("trained", trained))}
-    buffer = io.BytesIO()
-    np.savez(buffer, **logits)
-    atomic_write(out / "logits.npz", buffer.getvalue())
-    atomic_write(out / "shapes.json", json.dumps(layer_shapes(trained)).encode())
+    write_record(out, history, layer_shapes(trained), logits, data_digest(data), time.perf_counter() - STARTED)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from polylenet.record import merge_records
+
+    report = merge_records(args.records, Path(args.out))
+    print(f"wrote {report}")
+    return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     import signal
 
-    from polylenet.compare import CompareStopped, run_compare
+    from polylenet.runner import CompareStopped, run_compare
 
     pythons = _pythons(args.python)
     try:
@@ -336,8 +351,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"backends": cmd_backends,
-            "shapes": cmd_shapes, "train": cmd_train, "compare": cmd_compare, "diff": cmd_diff, "probe": cmd_probe,
+COMMANDS = {"backends": cmd_backends, "shapes": cmd_shapes, "train": cmd_train, "compare": cmd_compare,
+            "report": cmd_report, "diff": cmd_diff, "probe": cmd_probe,
             "export": cmd_export, "import": cmd_import, "evaluate": cmd_evaluate}
 
 

@@ -143,10 +143,10 @@ def diff_backends(a: str, b: str, spec: str = "lenet5", weights: Optional[Union[
     The batch is the protocol's first (the book's batch size of Fashion-MNIST images, seed
     ``seed``, resized to the spec's input) when the data set is found, else as many uniform
     random images drawn from ``seed``; a ``data_dir`` without the data set is an error."""
-    from polylenet.compare import find_python
     from polylenet.data import DataError, load_data
     from polylenet.registry import known_backends
     from polylenet.resize import to_model_inputs
+    from polylenet.runner import find_python
     from polylenet.specfile import load_spec
     from polylenet.training import batch_order, book_batch_size, book_lr
     from polylenet.weights import check_weights, init_weights, load_weights

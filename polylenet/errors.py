@@ -46,3 +46,8 @@ class RunFolderError(PolylenetError, OSError):
 class OnnxError(PolylenetError, ValueError):
     """An ONNX file that cannot be read, or a node polylenet cannot map exactly to a layer; the
     message names the node and the attribute."""
+
+
+class MissingDependency(PolylenetError, ImportError):
+    """An optional package a feature needs (matplotlib for plots) is not installed; the message
+    gives the command that installs it."""

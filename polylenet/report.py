@@ -112,6 +112,7 @@ def _markdown(results: dict[str, dict], settings: dict, agreement: dict, timing:
               "(framework import, compiling, evaluating and the logits below included)"
               + (f"; the whole comparison took {timing['wall_seconds']:.0f} s with {timing['jobs']} "
                  "backend(s) at a time." if timing else ".")]
+    lines += _machines(ok)
     if agreement["pairs"]:
         lines += ["", "## Do the backends compute the same numbers?", "",
                   f"Largest difference between any two backends' logits on the {settings['dataset']} "
@@ -142,6 +143,21 @@ def _markdown(results: dict[str, dict], settings: dict, agreement: dict, timing:
     return "\n".join(lines) + "\n"
 
 
+def _machines(ok: dict[str, dict]) -> list[str]:
+    """Where each record was made (records merged from a CI matrix come from several machines)."""
+    def described(m: dict) -> str:
+        return (f"{m.get('cpu', '?')}, {m.get('cpu_count', '?')} CPUs, {m.get('platform', '?')}, "
+                f"Python {m.get('python', '?')}")
+
+    made = {b: described(r["machine"]) + (f" ({r['machine']['node']})" if r["machine"].get("node") else "")
+            for b, r in ok.items() if r.get("machine")}
+    if not made:
+        return []
+    if len(set(made.values())) == 1:
+        return ["", f"Every backend ran on one machine: {next(iter(made.values()))}."]
+    return ["", "Machines:", ""] + [f"- {b}: {m}" for b, m in made.items()]
+
+
 def _png(fig) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
@@ -150,16 +166,14 @@ def _png(fig) -> bytes:
 
 def _plots(results: dict[str, dict]) -> dict[str, bytes]:
     """The plots' PNG bytes by file name."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: a notebook's (or any caller's) backend stays as it is
 
     ok = {b: r["history"] for b, r in results.items() if r["status"] == "ok"}
     if not ok:
         return {}
     pictures = {}
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    fig = Figure(figsize=(13, 3.8))
+    axes = fig.subplots(1, 3)
     for ax, key, title in zip(axes, ("train_loss", "train_acc", "test_acc"),
                               ("train loss", "train accuracy", "test accuracy")):
         for (backend, h), style in zip(ok.items(), _STYLES * 2):
@@ -171,10 +185,10 @@ def _plots(results: dict[str, dict]) -> dict[str, bytes]:
     axes[0].legend(title="lines overlap where\nbackends agree", fontsize=8, title_fontsize=8)
     fig.tight_layout()
     pictures["curves.png"] = _png(fig)
-    plt.close(fig)
 
     reference = next(iter(ok))
-    fig, ax = plt.subplots(figsize=(9, 3.8))
+    fig = Figure(figsize=(9, 3.8))
+    ax = fig.subplots()
     for (backend, h), style in zip(list(ok.items())[1:], _STYLES[1:] * 2):
         rel = np.maximum.accumulate(relative_drift(ok[reference]["step_losses"], h["step_losses"]))
         ax.plot(np.arange(1, len(rel) + 1), np.maximum(rel, 1e-10), label=f"{backend}", linewidth=1.6,
@@ -191,9 +205,9 @@ def _plots(results: dict[str, dict]) -> dict[str, bytes]:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     pictures["divergence.png"] = _png(fig)
-    plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    fig = Figure(figsize=(6.5, 3.5))
+    ax = fig.subplots()
     speeds = [throughput(h) for h in ok.values()]
     bars = ax.bar(list(ok), speeds, color="tab:blue")
     ax.bar_label(bars, labels=[f"{s:.0f}" for s in speeds])
@@ -201,7 +215,6 @@ def _plots(results: dict[str, dict]) -> dict[str, bytes]:
     ax.set_title("throughput (mean over epochs)")
     fig.tight_layout()
     pictures["throughput.png"] = _png(fig)
-    plt.close(fig)
     return pictures
 
 

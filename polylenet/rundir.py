@@ -154,6 +154,9 @@ def _take_lock(lock: Path) -> str:
     raise RunFolderError(f"cannot take the lock {lock}: another process keeps creating it")
 
 
+RUN_FILES = ("history.json", "record.json", "logits.npz")  # besides the checkpoints: a record's (polylenet.record)
+
+
 @contextlib.contextmanager
 def claim_run_folder(folder: Union[str, os.PathLike], resuming: bool = False,
                      overwrite: bool = False) -> Iterator[Path]:
@@ -176,7 +179,8 @@ def claim_run_folder(folder: Union[str, os.PathLike], resuming: bool = False,
     try:
         for partial in path.glob(".*.tmp"):  # an atomic write cut short by a killed run: never renamed
             partial.unlink(missing_ok=True)
-        earlier = sorted(path.glob("checkpoint-epoch*.npz")) + [p for p in [path / "history.json"] if p.exists()]
+        earlier = sorted(path.glob("checkpoint-epoch*.npz")) + [path / name for name in RUN_FILES
+                                                                 if (path / name).exists()]
         if earlier and not resuming:
             if not overwrite:
                 names = ", ".join(p.name for p in earlier[:3]) + (", ..." if len(earlier) > 3 else "")

@@ -23,7 +23,7 @@ from polylenet.api import build, forward, get_weights, spec_of, trainer
 from polylenet.atomic import atomic_write
 from polylenet.checkpoint import load_checkpoint, save_checkpoint
 from polylenet.data import Dataset, load_data
-from polylenet.errors import CheckpointError, ConfigError, TrainingDiverged
+from polylenet.errors import CheckpointError, ConfigError, MissingDependency, TrainingDiverged
 from polylenet.masks import DROPOUT_MODES, dropout_masks
 from polylenet.progress import ProgressBar
 from polylenet.registry import get_backend, resolve_name
@@ -162,6 +162,22 @@ class History:
     @classmethod
     def load(cls, path: Union[str, os.PathLike]) -> "History":
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def plot(self, ax: Any = None) -> Any:
+        """d2l's three curves, train loss, train accuracy and test accuracy against the epoch, on
+        one axes with a legend, as d2l's ``Animator`` draws them; into ``ax`` if given. Returns the
+        matplotlib Figure: a notebook shows it, elsewhere save it with ``.savefig(path)``.
+
+        >>> import polylenet
+        >>> h = polylenet.train("lenet5", backend="numpy", config=polylenet.TrainConfig(epochs=2))  # doctest: +SKIP
+        >>> h.plot().savefig("curves.png")  # doctest: +SKIP
+        """
+        try:
+            from polylenet.plotting import plot_history
+        except ImportError:
+            raise MissingDependency('History.plot needs matplotlib: pip install "polylenet[report]" '
+                                    "(or pip install matplotlib)") from None
+        return plot_history(self, ax)
 
 
 def to_inputs(images: np.ndarray) -> np.ndarray:

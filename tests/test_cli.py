@@ -117,7 +117,7 @@ def test_compare_runs_children_and_reports(tmp_path):
 
 
 def test_compare_reports_missing_environment(tmp_path):
-    from polylenet.compare import run_backend
+    from polylenet.runner import run_backend
     result = run_backend("mxnet", None, "lenet5", None, tmp_path, None)
     assert result["status"] == "skipped" and "tox -e mxnet --notest" in result["reason"]
 

@@ -6,9 +6,9 @@ import pytest
 
 import polylenet
 from polylenet.cli import main
-from polylenet.compare import child_command
 from polylenet.masks import check_masks, dropout_masks
 from polylenet.resize import bilinear_weights, resize_bilinear, to_model_inputs
+from polylenet.runner import child_command
 from polylenet.training import TrainConfig, eval_batch_size
 
 

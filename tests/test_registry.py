@@ -37,7 +37,7 @@ def test_no_framework_imported_by_the_core():
     import sys
     frameworks = ("torch", "tensorflow", "mxnet", "paddle", "mindspore", "keras", "jax", "flax", "optax",
                   "onnx", "onnxruntime")
-    code = ("import sys, polylenet, polylenet.cli, polylenet.compare, polylenet.diff, polylenet.report; "
+    code = ("import sys, polylenet, polylenet.cli, polylenet.runner, polylenet.diff, polylenet.report; "
             "polylenet.format_shape_table(polylenet.layer_shapes(polylenet.build('lenet5', backend='numpy'))); "
             f"print(sorted(m for m in {frameworks!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -1,4 +1,4 @@
-"""The README's figures for where d2l's tabs compute different functions (benchmarks/tabs_disagree.py)."""
+"""docs/spec.md's figures for where d2l's tabs compute different functions (benchmarks/tabs_disagree.py)."""
 
 import os
 import sys
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif("numpy" not in os.environ.get("POLYLENET_TEST_BA
 def test_resnet18_tabs_differ_as_the_readme_says():
     images = polylenet.load_data("fashion-mnist", allow_download=False).test_images[:64, None] / 255
     figures = resnet_tabs(images.astype("float32"), "numpy")
-    # Measured 2026-12-02 (`benchmarks/tabs_disagree.py --alexnet-images 0`, numpy; the README's
+    # Measured 2026-12-02 (`benchmarks/tabs_disagree.py --alexnet-images 0`, numpy; docs/spec.md's
     # table): the stem's outputs differ in 48.2% (by up to 0.432), the logits by up to 0.0333, 24.4%
     # of the largest, on init_weights(seed 0); both tabs predict the same class for all 64 images.
     largest, share = figures["blocks"]["b1"]

@@ -1,6 +1,5 @@
 """The protocol's moving parts on the NumPy backend and a small synthetic data set."""
 
-import io
 import json
 from dataclasses import replace
 
@@ -10,7 +9,6 @@ import pytest
 import polylenet
 from polylenet import CheckpointError, History, TrainConfig, TrainingDiverged
 from polylenet.data import Dataset
-from polylenet.progress import ProgressBar
 from polylenet.training import batch_order, fixed_subset
 
 
@@ -91,17 +89,6 @@ def test_max_steps_stops_early(tiny):
     h = polylenet.train("lenet5", backend="numpy", config=TrainConfig(batch_size=16, epochs=3, max_steps=5),
                         data=tiny, progress=False)
     assert len(h.step_losses) == 5 and len(h.epochs) == 2
-
-
-def test_progress_bar_only_when_enabled():
-    shown, hidden = io.StringIO(), io.StringIO()
-    for stream, enabled in ((shown, True), (hidden, None)):  # StringIO is not a TTY
-        bar = ProgressBar(3, "epoch 1/1", enabled=enabled, stream=stream)
-        for _ in range(3):
-            bar.update(loss=0.5)
-        bar.close("done")
-    assert "epoch 1/1 [" in shown.getvalue() and "3/3" in shown.getvalue() and "done" in shown.getvalue()
-    assert hidden.getvalue() == ""
 
 
 def _tiny_run(tiny, out, **kwargs):

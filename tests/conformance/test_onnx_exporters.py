@@ -1,7 +1,7 @@
 """Each framework's own ONNX exporter, on the model polylenet built: the file runs on ONNX
 Runtime to the oracle's logits, and import_onnx reads back the spec and the very weights the
 model was built with. What an exporter gets wrong is an expected failure with the measured
-reason (strict: it fails the suite once the exporter is fixed); the README's table lists them.
+reason (strict: it fails the suite once the exporter is fixed); docs/onnx.md's table lists them.
 """
 
 import numpy as np

@@ -55,7 +55,7 @@ def oracle_steps(fashion):
 
 # Per variant, (the first 5 steps, all 20): the largest relative distance from the oracle's loss.
 # Measured 2026-12-01 (the assertion prints the figure): lenet5 1.4e-7 (torch 1.37e-7,
-# tensorflow 1.32e-7; mxnet 6.7e-7 over its first epoch, README); lenet-bn at the book's lr 1.0
+# tensorflow 1.32e-7; mxnet 6.7e-7 over its first epoch, docs/diff.md); lenet-bn at the book's lr 1.0
 # amplifies float32 rounding through the batch statistics: 8.8e-6 / 2.3e-5 in the first 5 steps,
 # 2.3e-4 / 7.1e-4 by step 15 (torch / tensorflow). Bounds about 3x the worst measured.
 FIRST_STEPS_BOUNDS = {"lenet5": (2e-6, 2e-6), "lenet-bn": (1e-4, 2e-3)}

@@ -18,16 +18,16 @@ from test_exchange import exports, probe
 
 import polylenet
 from cases import batches, conformance_weights
-from polylenet.compare import FRAMEWORKS
 from polylenet.provenance import source_digest
+from polylenet.runner import FRAMEWORKS
 
 RUN = os.environ.get("POLYLENET_PROTOCOL_RUN")
 EXCHANGE = os.environ.get("POLYLENET_EXCHANGE_DIR")
 pytestmark = pytest.mark.skipif(not RUN, reason="runs in `tox -e protocol` (it sets POLYLENET_PROTOCOL_RUN), "
                                                 "after every backend's env")
 
-# The README's figures for the full lenet5 protocol (lr 0.9, batch 256, 10 epochs, seed 0), the
-# same on all six backends to the 4 decimals it prints.
+# The README's figures (and docs/getting-started.md's) for the full lenet5 protocol (lr 0.9, batch
+# 256, 10 epochs, seed 0), the same on all six backends to the 4 decimals it prints.
 README_FINAL = {"train_loss": 0.4660, "train_acc": 0.8251, "test_acc": 0.8045}
 # Measured on a fresh clone's `bash .ci/run` (2026-12-01, this 2-core Zen 3 machine): the six
 # backends' final train loss 0.465955 spans 2.7e-7; train acc 0.825083 and test acc 0.804500 are
@@ -35,7 +35,7 @@ README_FINAL = {"train_loss": 0.4660, "train_acc": 0.8251, "test_acc": 0.8045}
 # 10,000 (1e-4) before this fails.
 PAIR_BOUNDS = {"train_loss": 1e-6, "train_acc": 1e-4, "test_acc": 1e-4}
 # Logits on the 10,000 test images: 1.19e-6 apart at the shared start, 1.30e-4 after 2,350 SGD
-# steps (that run; 1.26e-4 to 1.31e-4 in the runs of 2026-11-23; README: 1.3e-4).
+# steps (that run; 1.26e-4 to 1.31e-4 in the runs of 2026-11-23; docs/getting-started.md: 1.3e-4).
 INITIAL_LOGITS_BOUND = 1e-5
 TRAINED_LOGITS_BOUND = 2.5e-4
 
@@ -120,3 +120,21 @@ def test_one_step_on_every_backend_gives_the_oracles_weights_and_logits(exported
             assert np.max(np.abs(weights[key] - expected[key])) <= 1e-4, (backend, variant, key)
         model = polylenet.build(spec, backend="numpy", weights=weights)
         assert np.max(np.abs(polylenet.forward(model, probe(spec)) - logits)) <= 1e-5, (backend, variant)
+
+
+def test_the_six_environments_records_merge_into_compares_report(report, tmp_path):
+    """compare's report is the merge of its children's records: `polylenet report` on the six
+    records (each written by a separate process in its own environment, numpy 1.23 to 2.4) gives
+    the same report, as a CI matrix's final job makes it from records made on other machines."""
+    from polylenet.record import merge_records, read_record, record_folders
+
+    folders = record_folders([RUN])
+    records = [read_record(f) for f in folders]
+    assert sorted(r.backend for r in records) == sorted(FRAMEWORKS)
+    assert len({r.versions["numpy"] for r in records}) > 1  # separate environments, not one
+    merged = json.loads((merge_records(folders, tmp_path).parent / "report.json").read_text())
+    for key in ("settings", "logits", "drift"):
+        assert merged[key] == report[key], key
+    for backend, result in report["results"].items():
+        assert {k: v for k, v in merged["results"][backend].items() if k != "wall_seconds"} == \
+            {k: v for k, v in result.items() if k not in ("python", "wall_seconds")}, backend

@@ -9,7 +9,7 @@ The protocol env runs, each backend in its own env, two at a time:
   $POLYLENET_RESNET_RUN: 96x96, the book's lr 0.05, two steps of 64 (the book's 256 costs
   MindSpore's im2col convolutions 19.6 GB), batchnorm inside every residual block in training mode.
 
-The full protocols are GPU work (README).
+The full protocols are GPU work (docs/conformance.md).
 """
 
 import json
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from polylenet.compare import FRAMEWORKS
+from polylenet.runner import FRAMEWORKS
 
 # Per run: its folder's variable, the settings it must have run with, and bounds from measurements.
 RUNS = {

@@ -2,8 +2,10 @@
 
 The frameworks' numpy pins conflict, so each backend trains in a child process started with the
 interpreter of its own environment (the tox env of that backend, or one given with
-``--python BACKEND=PYTHON``). The child writes its History JSON, shapes and logits; the parent
-only reads files, so it needs no framework at all.
+``--python BACKEND=PYTHON``). The child writes its record (:mod:`polylenet.record`: the history,
+shapes, logits, spec, protocol, data checksums, versions, machine); the parent merges the records
+into the report, as ``polylenet report`` merges records made on other machines, so it needs no
+framework at all.
 
 SIGINT or SIGTERM to the parent (Ctrl-C, ``kill``, ``docker stop``, a CI cancel) is passed on to
 every child (each has a process group of its own); those still running a few seconds later are
@@ -13,7 +15,6 @@ killed, the report of what finished is written marked incomplete, and the parent
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -28,8 +29,9 @@ from pathlib import Path
 from typing import Iterator, Mapping, Optional, Union
 
 from polylenet.errors import BackendError
+from polylenet.record import RecordError, merge_records, protocol_of, read_record
 from polylenet.registry import BUILTIN, available_backends, known_backends
-from polylenet.training import History, TrainConfig
+from polylenet.training import TrainConfig
 
 FRAMEWORKS = [name for name, info in BUILTIN.items() if name != "numpy" and info.trains]
 # The order in which parallel jobs start: longest first, so no long run starts last (10-epoch
@@ -198,11 +200,11 @@ def run_backend(backend: str, python: Optional[str], spec: str, config: TrainCon
     if proc.returncode != 0:
         lines = [line for line in stderr.strip().splitlines() if line.strip()]
         return {"status": "failed", "python": python, "error": lines[-1] if lines else f"exit {proc.returncode}"}
-    folder = out / backend
-    return {"status": "ok", "python": python, "seconds": time.perf_counter() - started,
-            "history": History.load(folder / "history.json").to_dict(),
-            "shapes": json.loads((folder / "shapes.json").read_text()),
-            "logits": str(folder / "logits.npz")}
+    try:
+        record = read_record(out / backend)
+    except RecordError as exc:  # exit 0 and no whole record: a child that is not polylenet's train
+        return {"status": "failed", "python": python, "error": str(exc)}
+    return {**record.result(), "python": python, "wall_seconds": time.perf_counter() - started}
 
 
 def _name(signum: Optional[int]) -> str:
@@ -219,6 +221,8 @@ def run_compare(backends: str = "all", config: Optional[TrainConfig] = None, spe
                 log=lambda line: print(line, flush=True), jobs: int = 1) -> Path:
     """Train ``spec`` on every backend with the same seed, initial weights and batch order, then
     write ``report.md``, ``report.json`` and the plots into ``out``; returns the report's path.
+    Each child writes a record (``out/<backend>/record.json``) and the report is their merge, as
+    ``polylenet report`` makes it from records made anywhere.
     ``jobs`` backends train at once (slowest first), each held to its share of the CPU cores.
     Stopped by SIGINT or SIGTERM (in the main thread), it stops the children, writes the report
     of what finished and raises :class:`CompareStopped`.
@@ -285,8 +289,13 @@ def run_compare(backends: str = "all", config: Optional[TrainConfig] = None, spe
             incomplete = {"signal": _name(stopped),
                           "unfinished": [b for b, r in results.items() if r["status"] == "interrupted"]}
             log(f"stopped by {_name(stopped)} after {wall:.0f} s; the report holds the backends that finished")
-        report = write_report(out, results, {"spec": spec, **asdict(config)}, {"wall_seconds": wall, "jobs": jobs},
-                              incomplete)
+        timing = {"wall_seconds": wall, "jobs": jobs}
+        others = {b: r for b, r in results.items() if r["status"] != "ok"}
+        if len(others) < len(results):  # the children's records, merged as polylenet report merges them
+            report = merge_records([out / b for b, r in results.items() if r["status"] == "ok"], out,
+                                   others=others, order=names, timing=timing, incomplete=incomplete)
+        else:
+            report = write_report(out, results, {"spec": spec, **protocol_of(asdict(config))}, timing, incomplete)
     if children.signum is not None:
         raise CompareStopped(children.signum, report)
     return report
