@@ -28,6 +28,7 @@ from polylenet.errors import (
     CheckpointError,
     InputError,
     OnnxError,
+    OptionError,
     PolylenetError,
     SpecError,
     TrainingDiverged,
@@ -66,7 +67,7 @@ from polylenet.weights import init_weights, load_weights, save_weights
 __version__ = "0.1.0"
 
 __all__ = [
-    "BackendError", "BackendUnavailable", "InputError", "PolylenetError", "SpecError", "WeightsError",
+    "BackendError", "BackendUnavailable", "InputError", "OptionError", "PolylenetError", "SpecError", "WeightsError",
     "backend_of", "build", "forward", "get_weights", "layer_outputs", "layer_shapes", "loss_and_grads",
     "set_weights", "spec_of", "trainer", "available_backends", "known_backends",
     "format_shape_table", "param_shapes", "spec_layer_shapes", "VARIANTS", "Spec", "activation",

@@ -114,6 +114,18 @@ def atomic_write_all(files: Mapping[Union[str, os.PathLike], Content]) -> list[P
     return paths
 
 
+def check_output_file(path: Path, overwrite: bool = False, example: str = "out.dat") -> None:
+    """Raise :class:`WriteError` if ``path`` is a folder, its folder does not exist, or it exists
+    without ``overwrite``: before anything is computed."""
+    if path.is_dir():
+        raise WriteError(path, f"it is a folder; name the file to write, e.g. --out {path / example}")
+    if not path.parent.is_dir():
+        raise WriteError(path, f"its folder {path.parent} does not exist; create it (mkdir -p {path.parent}) or "
+                               "choose another --out")
+    if path.exists() and not overwrite:
+        raise WriteError(path, "it already exists; pass --overwrite to replace it, or choose another --out")
+
+
 def check_output_folder(path: Path, names: Sequence[str], overwrite: bool = False) -> list[str]:
     """The files of ``names`` that folder ``path`` already holds; raise :class:`WriteError` if it
     is a file, holds other files, or holds any of these without ``overwrite``."""

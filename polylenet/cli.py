@@ -1,4 +1,4 @@
-"""The ``polylenet`` command: shapes, train, compare, report, diff, export, import, evaluate.
+"""The ``polylenet`` command: shapes, train, compare, report, diff, activations, export, import, evaluate.
 
 Errors are one line on stderr and a non-zero exit; ``--debug`` shows the traceback.
 """
@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from polylenet.errors import PolylenetError
+from polylenet.errors import OptionError, PolylenetError
 
 STARTED = time.perf_counter()  # a record's seconds: the whole run, its framework's import included
 
@@ -62,6 +62,7 @@ def _add_weights_source(p: argparse.ArgumentParser) -> None:
 
 def parser() -> argparse.ArgumentParser:
     from polylenet import __version__
+    from polylenet.activations import DEFAULT_IMAGES
 
     top = argparse.ArgumentParser(prog="polylenet", description="One CNN spec, six frameworks and a NumPy oracle.")
     top.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -112,6 +113,28 @@ def parser() -> argparse.ArgumentParser:
     diff.add_argument("--data-dir", default=None)
     diff.add_argument("--envs", default=None, help="folder of per-backend virtualenvs (default .tox)")
     diff.add_argument("--python", action="append", default=[], metavar="BACKEND=PYTHON")
+
+    activations = sub.add_parser("activations", help="test images and each conv layer's feature maps, on one "
+                                                     "backend or side by side on several")
+    activations.add_argument("--backend", default=None, help="one backend, run in this process")
+    activations.add_argument("--backends", default=None,
+                             help="several, each in its own environment: a comma-separated list, or all (with "
+                                  "--run: every backend the run holds; else the oracle and the six frameworks)")
+    _add_weights_source(activations)
+    activations.add_argument("--run", default=None,
+                             help="a compare run's folder: each backend's last checkpoint in it (with --backends)")
+    activations.add_argument("--images", default=None,
+                             help=f"class names, the first test image of each (default {DEFAULT_IMAGES}; "
+                                  "sweater is Fashion-MNIST's pullover)")
+    activations.add_argument("--index", default=None, help="test-set indices instead of --images, e.g. 0,1")
+    activations.add_argument("--layers", default=None,
+                             help="layer names (default: every layer with feature maps: LeNet's conv1 to pool2)")
+    activations.add_argument("--channels", type=int, default=16, help="the most channels drawn per layer (16)")
+    activations.add_argument("--data-dir", default=None)
+    activations.add_argument("--envs", default=None, help="folder of per-backend virtualenvs (default .tox)")
+    activations.add_argument("--python", action="append", default=[], metavar="BACKEND=PYTHON")
+    activations.add_argument("--out", required=True, help="the .png file to write")
+    activations.add_argument("--overwrite", action="store_true", help="replace the file already at --out")
 
     export = sub.add_parser("export", help="write a model as an ONNX file (no framework needed)")
     export.add_argument("--format", default="onnx", choices=["onnx"])
@@ -289,18 +312,94 @@ def _spec_and_weights(args: argparse.Namespace):
     return spec, load_weights(args.weights) if args.weights else init_weights(spec, args.seed)
 
 
+def _run_checkpoints(run: Path, backends: Optional[str]) -> dict[str, Path]:
+    """Each backend's last checkpoint in a compare run's folder (``RUN/BACKEND/checkpoint-epochNN.npz``)."""
+    if not run.is_dir():
+        raise OptionError(f"--run {run}: no such folder; give a compare run's --out (runs/compare)")
+    found = {}
+    for folder in sorted(p for p in run.iterdir() if p.is_dir()):
+        checkpoints = sorted(folder.glob("checkpoint-epoch*.npz"))
+        if checkpoints:
+            found[folder.name] = checkpoints[-1]
+    wanted = list(found) if backends in (None, "all") else [b.strip() for b in backends.split(",") if b.strip()]
+    missing = [b for b in wanted if b not in found]
+    if missing or not wanted:
+        raise OptionError(f"--run {run}: no checkpoint of {', '.join(missing) or 'any backend'} there (it holds "
+                         f"{', '.join(found) or 'none'}); run polylenet compare --out {run} first")
+    return {b: found[b] for b in wanted}
+
+
+def cmd_activations(args: argparse.Namespace) -> int:
+    from polylenet.activations import (
+        choose_images,
+        draw,
+        feature_maps,
+        feature_maps_in_environments,
+        largest_differences,
+        map_layers,
+        save_figure,
+    )
+    from polylenet.atomic import check_output_file
+    from polylenet.checkpoint import load_checkpoint
+    from polylenet.data import DATASETS, load_data
+    from polylenet.runner import FRAMEWORKS
+    from polylenet.specfile import load_spec
+    from polylenet.training import checkpoint_spec
+
+    if (args.backend is None) == (args.backends is None):
+        raise OptionError("give --backend B (one backend, here) or --backends A,B,... (side by side, each in its "
+                         "environment)")
+    if args.run and (args.checkpoint or args.weights or args.backend):
+        raise OptionError("--run takes each backend's weights from the run: leave out --checkpoint, --weights and "
+                         "--backend (use --backends)")
+    if not (args.run or args.checkpoint or args.weights):
+        raise OptionError("activations needs --checkpoint CKPT, --weights W.npz or --run RUN_DIR: the feature maps "
+                         "of freshly initialized weights show little")
+    if args.channels < 1:
+        raise OptionError(f"--channels must be >= 1, got {args.channels}")
+    out = Path(args.out)
+    check_output_file(out, args.overwrite, "activations.png")  # before anything runs
+    if args.run:
+        sources, spec = {}, load_spec(args.spec) if args.spec else None
+        for backend, path in _run_checkpoints(Path(args.run), args.backends).items():
+            weights, meta = load_checkpoint(path)
+            if meta.get("backend", backend) != backend:
+                raise OptionError(f"{path} was trained on {meta['backend']}, in the folder of {backend}: "
+                                  "--run takes a folder that polylenet compare wrote")
+            spec = checkpoint_spec(meta, path, spec)  # every backend's run of the same spec
+            sources[backend] = (weights, f"{Path(args.run).name} epoch {meta['epoch']}")
+    else:
+        spec, weights = _spec_and_weights(args)
+        source = Path(args.checkpoint or args.weights).name
+        names = [args.backend] if args.backend else (
+            ["numpy", *FRAMEWORKS] if args.backends == "all"
+            else [b.strip() for b in args.backends.split(",") if b.strip()])
+        sources = {b: (weights, source) for b in names}
+    layers = map_layers(spec, args.layers)
+    data = load_data("fashion-mnist", args.data_dir)
+    chosen = choose_images(data.test_labels, DATASETS["fashion-mnist"].classes, args.images, args.index)
+    images = data.test_images[[c.index for c in chosen]]
+    if args.backend:
+        weights, source = sources[args.backend]
+        maps = [feature_maps(args.backend, spec, weights, images, layers, source)]
+    else:
+        maps = feature_maps_in_environments(sources, spec, images, layers, args.envs, _pythons(args.python))
+    print(f"{spec.name}: {', '.join(f'{c.label} (test image {c.index})' for c in chosen)} on "
+          f"{', '.join(f'{m.backend} {m.version}' for m in maps)}")
+    differences = largest_differences(maps)
+    for name in layers:
+        shape = "x".join(str(s) for s in maps[0].outputs[name].shape[1:])
+        print(f"  {name:<12} {shape:<10}" + (f"  max |{maps[0].backend} - any other| {differences[name]:.2e}"
+                                                if len(maps) > 1 else ""))
+    print(f"wrote {save_figure(draw(images, chosen, maps, args.channels), out)}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
-    from polylenet.atomic import WriteError
+    from polylenet.atomic import check_output_file
     from polylenet.onnxfile import export_onnx
 
-    out = Path(args.out)
-    if out.is_dir():
-        raise WriteError(out, f"it is a folder; name the file to write, e.g. --out {out / 'model.onnx'}")
-    if not out.parent.is_dir():
-        raise WriteError(out, f"its folder {out.parent} does not exist; create it (mkdir -p {out.parent}) or "
-                              "choose another --out")
-    if out.exists() and not args.overwrite:
-        raise WriteError(out, "it already exists; pass --overwrite to replace it, or choose another --out")
+    check_output_file(Path(args.out), args.overwrite, "model.onnx")
     spec, weights = _spec_and_weights(args)
     path = export_onnx(spec, args.out, weights=weights)
     print(f"wrote {path} ({spec.name}, {args.format})")
@@ -352,7 +451,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"backends": cmd_backends, "shapes": cmd_shapes, "train": cmd_train, "compare": cmd_compare,
-            "report": cmd_report, "diff": cmd_diff, "probe": cmd_probe,
+            "report": cmd_report, "diff": cmd_diff, "probe": cmd_probe, "activations": cmd_activations,
             "export": cmd_export, "import": cmd_import, "evaluate": cmd_evaluate}
 
 

@@ -144,17 +144,12 @@ def diff_backends(a: str, b: str, spec: str = "lenet5", weights: Optional[Union[
     ``seed``, resized to the spec's input) when the data set is found, else as many uniform
     random images drawn from ``seed``; a ``data_dir`` without the data set is an error."""
     from polylenet.data import DataError, load_data
-    from polylenet.registry import known_backends
     from polylenet.resize import to_model_inputs
-    from polylenet.runner import find_python
     from polylenet.specfile import load_spec
     from polylenet.training import batch_order, book_batch_size, book_lr
     from polylenet.weights import check_weights, init_weights, load_weights
 
-    for backend in (a, b):  # before any data is read or any environment runs
-        if backend not in known_backends() and backend not in (pythons or {}):
-            raise BackendError(f"unknown backend {backend!r}; known backends: {', '.join(known_backends())} (a "
-                               f"backend installed only in another environment: pass --python {backend}=PYTHON)")
+    check_known((a, b), pythons)  # before any data is read or any environment runs
     spec_obj = load_spec(spec)
     w = check_weights(spec_obj, load_weights(weights)) if weights else init_weights(spec_obj, seed)
     size = book_batch_size(spec_obj)  # 256 for LeNet, 128 for the modern CNNs
@@ -171,30 +166,62 @@ def diff_backends(a: str, b: str, spec: str = "lenet5", weights: Optional[Union[
         x = rng.random((size, *spec_obj.input_shape), dtype=np.float32)
         y = rng.integers(0, spec_obj.num_classes, size).astype(np.int32)
     lr = book_lr(spec_obj) if lr is None else lr
+    found = find_environments((a, b), envs, pythons)  # both found before either one runs
+    with tempfile.TemporaryDirectory(prefix="polylenet-diff-") as tmp:
+        inputs = save_inputs(Path(tmp) / "inputs.npz", x, y, w)
+        probes, versions = [], []
+        for number, backend in enumerate((a, b)):
+            probes.append(run_probe(backend, found[backend], spec, inputs, Path(tmp) / f"{backend}-{number}.npz",
+                                    steps, lr))
+            versions.append(f"{backend} {probes[-1].pop('meta:version', '?')}")
+    return Diff(compare_probes(*probes), batch, versions)
+
+
+def check_known(backends, pythons: Optional[Mapping[str, str]] = None) -> None:
+    """Raise naming the first of ``backends`` that is neither a known backend nor given a --python."""
+    from polylenet.registry import known_backends
+
+    for backend in backends:
+        if backend not in known_backends() and backend not in (pythons or {}):
+            raise BackendError(f"unknown backend {backend!r}; known backends: {', '.join(known_backends())} (a "
+                               f"backend installed only in another environment: pass --python {backend}=PYTHON)")
+
+
+def find_environments(backends, envs: Optional[str] = None,
+                      pythons: Optional[Mapping[str, str]] = None) -> dict[str, str]:
+    """Each backend's interpreter (:func:`polylenet.runner.find_python`), or an error naming the
+    first one missing and how to create it, before any of them runs."""
+    from polylenet.runner import find_python
+
     found = {}
-    for backend in dict.fromkeys((a, b)):  # both environments found before either one runs
+    for backend in dict.fromkeys(backends):
         found[backend] = find_python(backend, envs, pythons)
         if found[backend] is None or not Path(found[backend]).exists():
             where = f" (no interpreter at {found[backend]})" if found[backend] else ""
             raise BackendError(f"no environment with {backend}{where}: create it with tox -e {backend} --notest "
                                f"(or pass --python {backend}=/path/to/python)")
-    with tempfile.TemporaryDirectory(prefix="polylenet-diff-") as tmp:
-        inputs = Path(tmp) / "inputs.npz"
-        _save(inputs, {"x": x, "y": y, **{f"weight:{k}": v for k, v in w.items()}})
-        probes, versions = [], []
-        for backend in (a, b):
-            python = found[backend]
-            out = Path(tmp) / f"{backend}-{len(probes)}.npz"
-            cmd = [python, "-m", "polylenet", "probe", "--backend", backend, "--spec", spec, "--inputs",
-                   str(inputs), "--steps", str(steps), "--lr", repr(lr), "--out", str(out)]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-                raise BackendError(f"{backend} failed in {python}: {lines[-1] if lines else proc.returncode}")
-            with np.load(out, allow_pickle=False) as data:
-                probes.append({k: data[k] for k in data.files})
-            ran = str(probes[-1].pop("meta:backend", ""))
-            if ran != backend:
-                raise BackendError(f"the probe run for {backend} in {python} reports backend {ran!r}")
-            versions.append(f"{backend} {probes[-1].pop('meta:version', '?')}")
-    return Diff(compare_probes(*probes), batch, versions)
+    return found
+
+
+def save_inputs(path: Path, x: np.ndarray, y: np.ndarray, weights: Mapping[str, np.ndarray]) -> Path:
+    """The batch and weights a probe child reads (:func:`probe_child`)."""
+    _save(path, {"x": x, "y": y, **{f"weight:{k}": v for k, v in weights.items()}})
+    return path
+
+
+def run_probe(backend: str, python: str, spec: str, inputs: Path, out: Path, steps: int = 0,
+              lr: float = 0.0) -> dict[str, np.ndarray]:
+    """``polylenet probe`` for ``backend`` in the environment of ``python``: what :func:`probe`
+    found (``output:LAYER`` ..., ``meta:version``), or an error with the child's last line."""
+    cmd = [python, "-m", "polylenet", "probe", "--backend", backend, "--spec", spec, "--inputs",
+           str(inputs), "--steps", str(steps), "--lr", repr(lr), "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+        raise BackendError(f"{backend} failed in {python}: {lines[-1] if lines else proc.returncode}")
+    with np.load(out, allow_pickle=False) as data:
+        found = {k: data[k] for k in data.files}
+    ran = str(found.pop("meta:backend", ""))
+    if ran != backend:
+        raise BackendError(f"the probe run for {backend} in {python} reports backend {ran!r}")
+    return found

@@ -30,6 +30,11 @@ class InputError(PolylenetError, ValueError):
     ``trainer`` step that the model cannot take (wrong dtype, shape or range, an empty batch)."""
 
 
+class OptionError(PolylenetError, ValueError):
+    """Options that cannot be used together or name nothing there is (an unknown class or layer);
+    the message names the option and what to give instead."""
+
+
 class TrainingDiverged(PolylenetError, ArithmeticError):
     """The training loss became NaN or infinite; the message names the epoch and batch."""
 

@@ -17,10 +17,11 @@ from pathlib import Path
 def source_digest() -> str:
     """The first 16 hex digits of SHA-256 over every ``.py`` file of the installed package
     (``polylenet/`` and ``polylenet/backends/``), names and contents, in sorted order."""
-    import polylenet.backends  # the adapters' folder, wherever it is installed
+    from polylenet.registry import adapters_package  # installed, or backends/ of a source checkout
 
+    adapters = adapters_package()
     digest = hashlib.sha256()
-    roots = [Path(__file__).parent, Path(polylenet.backends.__file__).parent]
+    roots = [Path(__file__).parent, Path(adapters.__file__).parent]
     for root in roots:
         for path in sorted(root.glob("*.py")):
             digest.update(f"{root.name}/{path.name}\0".encode())

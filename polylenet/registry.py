@@ -114,7 +114,7 @@ def install_hint(name: str) -> str:
     return f'pip install "polylenet[{extra}]"  (or: tox -e {"core" if extra == "onnx" else name})'
 
 
-def _backends_package() -> ModuleType:
+def adapters_package() -> ModuleType:
     """``polylenet.backends``: installed from backends/, or found beside polylenet/ in a checkout."""
     try:
         return importlib.import_module("polylenet.backends")
@@ -145,7 +145,7 @@ def get_backend(backend: Optional[str] = None) -> ModuleType:
         raise BackendUnavailable(f"backend {name!r} needs {info.pip_name}, which is not installed "
                                  f"in this environment; install it with: {install_hint(name)}")
     if info.module.startswith("polylenet.backends."):
-        _backends_package()
+        adapters_package()
     module = importlib.import_module(info.module.split(":")[0])
     check_adapter(module, name)
     _loaded[name] = module

@@ -139,3 +139,20 @@ def test_a_damaged_record_is_refused_with_what_is_wrong(records, tmp_path, damag
     done = cli("report", folder, "--out", tmp_path / "out")
     assert done.returncode == 2
     assert done.stderr.startswith("polylenet: error: " + message.format(folder=folder)), done.stderr
+
+
+def test_a_record_is_written_from_a_source_checkout_where_the_adapters_are_not_installed(tmp_path):
+    """As compare's children run in CI: ``python -m polylenet`` in the repository root of a wheel
+    env, where polylenet/ is the checkout's and backends/ is not installed as polylenet.backends
+    (the registry maps it; the record's source digest must find it there too)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ("import sys\n"
+            "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]\n"
+            f"sys.path.insert(0, {root!r})\n"
+            "for name in [m for m in sys.modules if m.startswith('polylenet')]: del sys.modules[name]\n"
+            "from importlib.util import find_spec\n"
+            "assert find_spec('polylenet.backends') is None, 'the adapters are importable: nothing to test'\n"
+            "from polylenet.provenance import source_digest\n"
+            "print(len(source_digest()))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.strip() == "16", proc.stderr
