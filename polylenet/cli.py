@@ -331,6 +331,7 @@ def _run_checkpoints(run: Path, backends: Optional[str]) -> dict[str, Path]:
 
 def cmd_activations(args: argparse.Namespace) -> int:
     from polylenet.activations import (
+        check_can_draw,
         choose_images,
         draw,
         feature_maps,
@@ -359,6 +360,7 @@ def cmd_activations(args: argparse.Namespace) -> int:
         raise OptionError(f"--channels must be >= 1, got {args.channels}")
     out = Path(args.out)
     check_output_file(out, args.overwrite, "activations.png")  # before anything runs
+    check_can_draw()
     if args.run:
         sources, spec = {}, load_spec(args.spec) if args.spec else None
         for backend, path in _run_checkpoints(Path(args.run), args.backends).items():
