@@ -12,9 +12,7 @@ one backend or from several side by side with the largest difference between the
 
 from __future__ import annotations
 
-import importlib.util
 import io
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +21,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from polylenet.atomic import atomic_write
-from polylenet.errors import MissingDependency, OptionError
+from polylenet.errors import OptionError
 from polylenet.spec import Spec
 
 # Fashion-MNIST's class 2 is "pullover"; the book's exercise says sweater
@@ -159,13 +157,6 @@ def mosaic(maps: np.ndarray, channels: int) -> np.ndarray:
         r, q = divmod(c, across)
         out[r * (h + 1):r * (h + 1) + h, q * (w + 1):q * (w + 1) + w] = maps[c]
     return out
-
-
-def check_can_draw() -> None:
-    """Refuse before anything runs where matplotlib, which draws the figure, is not installed."""
-    if importlib.util.find_spec("matplotlib") is None:
-        raise MissingDependency('polylenet activations draws its figure with matplotlib, which is not installed in '
-                                f'{sys.executable}: pip install "polylenet[report]" (or pip install matplotlib)')
 
 
 def draw(images: np.ndarray, chosen: Sequence[Chosen], maps: Sequence[Maps], channels: int = 16):

@@ -331,7 +331,6 @@ def _run_checkpoints(run: Path, backends: Optional[str]) -> dict[str, Path]:
 
 def cmd_activations(args: argparse.Namespace) -> int:
     from polylenet.activations import (
-        check_can_draw,
         choose_images,
         draw,
         feature_maps,
@@ -343,6 +342,7 @@ def cmd_activations(args: argparse.Namespace) -> int:
     from polylenet.atomic import check_output_file
     from polylenet.checkpoint import load_checkpoint
     from polylenet.data import DATASETS, load_data
+    from polylenet.optional import require_matplotlib
     from polylenet.runner import FRAMEWORKS
     from polylenet.specfile import load_spec
     from polylenet.training import checkpoint_spec
@@ -360,7 +360,7 @@ def cmd_activations(args: argparse.Namespace) -> int:
         raise OptionError(f"--channels must be >= 1, got {args.channels}")
     out = Path(args.out)
     check_output_file(out, args.overwrite, "activations.png")  # before anything runs
-    check_can_draw()
+    require_matplotlib("polylenet activations (its figure)")
     if args.run:
         sources, spec = {}, load_spec(args.spec) if args.spec else None
         for backend, path in _run_checkpoints(Path(args.run), args.backends).items():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 from itertools import combinations
@@ -12,6 +11,7 @@ from typing import Any, Optional
 import numpy as np
 
 from polylenet.atomic import WriteError, atomic_write_all
+from polylenet.optional import has_matplotlib
 
 
 def throughput(history: dict) -> float:
@@ -229,10 +229,7 @@ def write_report(out: Path, results: dict[str, dict], settings: dict, timing: Op
     ``incomplete`` ({"signal", "unfinished"}): the run was stopped, and the report says so.
     Returns report.md's path."""
     agreement = logits_agreement(results)
-    try:
-        can_plot = importlib.util.find_spec("matplotlib") is not None
-    except ImportError:  # an import hook that refuses it
-        can_plot = False
+    can_plot = has_matplotlib()
     trained = any(r["status"] == "ok" for r in results.values())
     markdown = _markdown(results, settings, agreement, timing, incomplete)
     report = {"settings": settings, "results": results, "logits": agreement, "drift": drift(results),

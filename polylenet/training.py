@@ -23,8 +23,9 @@ from polylenet.api import build, forward, get_weights, spec_of, trainer
 from polylenet.atomic import atomic_write
 from polylenet.checkpoint import load_checkpoint, save_checkpoint
 from polylenet.data import Dataset, load_data
-from polylenet.errors import CheckpointError, ConfigError, MissingDependency, TrainingDiverged
+from polylenet.errors import CheckpointError, ConfigError, TrainingDiverged
 from polylenet.masks import DROPOUT_MODES, dropout_masks
+from polylenet.optional import require_matplotlib
 from polylenet.progress import ProgressBar
 from polylenet.registry import get_backend, resolve_name
 from polylenet.resize import to_model_inputs
@@ -172,11 +173,9 @@ class History:
         >>> h = polylenet.train("lenet5", backend="numpy", config=polylenet.TrainConfig(epochs=2))  # doctest: +SKIP
         >>> h.plot().savefig("curves.png")  # doctest: +SKIP
         """
-        try:
-            from polylenet.plotting import plot_history
-        except ImportError:
-            raise MissingDependency('History.plot needs matplotlib: pip install "polylenet[report]" '
-                                    "(or pip install matplotlib)") from None
+        require_matplotlib("History.plot")
+        from polylenet.plotting import plot_history
+
         return plot_history(self, ax)
 
 

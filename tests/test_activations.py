@@ -178,6 +178,6 @@ def test_without_matplotlib_the_command_names_the_extra_before_anything_runs(tmp
     result = subprocess.run([sys.executable, "-c", block, "activations", "--backend", "numpy", "--weights",
                              str(weights), "--out", str(tmp_path / "fig.png")], capture_output=True, text=True)
     assert result.returncode == 2, result.stderr
-    assert re.search(r'activations draws its figure with matplotlib, which is not installed in .*: '
-                     r'pip install "polylenet\[report\]"', result.stderr), result.stderr
+    assert re.search(r'polylenet activations \(its figure\) needs matplotlib: pip install "polylenet\[report\]"',
+                     result.stderr), result.stderr
     assert not (tmp_path / "fig.png").exists()
